@@ -1,0 +1,131 @@
+"""Backend and Session protocols, Availability, LoadOptions and the shared input checks."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import SessionClosedError, TensorSpecError
+from ..hal import Platform
+from ..types import TensorSpec
+
+Tensors = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run on a platform, and why (not)."""
+
+    ok: bool
+    reason: str
+
+    @classmethod
+    def yes(cls, reason: str = "available") -> Availability:
+        return cls(True, reason)
+
+    @classmethod
+    def no(cls, reason: str) -> Availability:
+        return cls(False, reason)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Options every backend understands; ``extra`` carries backend-specific strings."""
+
+    threads: int | None = None
+    providers: tuple[str, ...] | None = None
+    device: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Session(Protocol):
+    """A model loaded on a backend: raw tensors in, raw tensors out."""
+
+    backend_name: str
+    thread_safe: bool
+
+    @property
+    def input_specs(self) -> tuple[TensorSpec, ...]: ...
+
+    @property
+    def output_specs(self) -> tuple[TensorSpec, ...]: ...
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> Tensors: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A stateless runtime plugin: cheap probe, real load."""
+
+    name: str
+    formats: tuple[str, ...]
+
+    def probe(self, platform: Platform) -> Availability: ...
+
+    def load(self, artifact: Path, options: LoadOptions) -> Session: ...
+
+
+class BaseSession(ABC):
+    """Shared Session behaviour: input validation, closed state, context manager."""
+
+    backend_name: str = "base"
+    thread_safe: bool = False
+
+    def __init__(self, input_specs: tuple[TensorSpec, ...], output_specs: tuple[TensorSpec, ...]):
+        self._input_specs = input_specs
+        self._output_specs = output_specs
+        self._closed = False
+
+    @property
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        return self._input_specs
+
+    @property
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        return self._output_specs
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+        """Validate ``inputs`` against the input specs, then run the model."""
+        if self._closed:
+            raise SessionClosedError(f"{self.backend_name} session is closed")
+        self._check_inputs(inputs)
+        return self._run(inputs)
+
+    def _check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
+        if len(inputs) != len(self._input_specs) or any(
+            spec.name not in inputs for spec in self._input_specs
+        ):
+            expected = "; ".join(spec.describe() for spec in self._input_specs)
+            raise TensorSpecError(f"inputs {sorted(inputs)} do not match the model's: {expected}")
+        for spec in self._input_specs:
+            array = inputs[spec.name]
+            if not isinstance(array, np.ndarray):
+                raise TensorSpecError(f"input {spec.name!r} must be a numpy array, got {type(array).__name__}")
+            spec.check(array)
+
+    @abstractmethod
+    def _run(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+        """Execute the model on validated inputs."""
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> BaseSession:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

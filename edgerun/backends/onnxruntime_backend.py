@@ -1,0 +1,88 @@
+"""ONNX Runtime backend: CPU by default, explicit execution providers, thread count option."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, InferenceError, ModelLoadError
+from ..hal import Platform
+from ..types import TensorSpec
+from ._imports import has_module, require
+from .base import Availability, BaseSession, LoadOptions, Tensors
+
+# ONNX Runtime's type strings -> numpy dtype names.
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int16)": "int16",
+    "tensor(uint16)": "uint16", "tensor(int32)": "int32", "tensor(uint32)": "uint32",
+    "tensor(int64)": "int64", "tensor(uint64)": "uint64", "tensor(bool)": "bool",
+    "tensor(string)": "object",
+}
+
+
+def _spec(node: Any) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in node.shape)
+    return TensorSpec(node.name, shape, np.dtype(_ORT_TYPES.get(node.type, "float32")))
+
+
+class OnnxRuntimeSession(BaseSession):
+    """An onnxruntime.InferenceSession behind the Session interface."""
+
+    backend_name = "onnxruntime"
+    thread_safe = True  # InferenceSession.run may be called from several threads
+
+    def __init__(self, session: Any, providers: list[str]) -> None:
+        super().__init__(
+            tuple(_spec(n) for n in session.get_inputs()),
+            tuple(_spec(n) for n in session.get_outputs()),
+        )
+        self.providers = providers
+        self._session = session
+        self._output_names = [spec.name for spec in self.output_specs]
+
+    def _run(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+        try:
+            outputs = self._session.run(self._output_names, dict(inputs))
+        except Exception as exc:  # vendor boundary: any runtime failure becomes ours
+            raise InferenceError(f"onnxruntime failed to run the model: {exc}") from exc
+        return dict(zip(self._output_names, outputs))
+
+    def close(self) -> None:
+        super().close()
+        self._session = None
+
+
+class OnnxRuntimeBackend:
+    """Loads ``.onnx`` files with onnxruntime."""
+
+    name = "onnxruntime"
+    formats = ("onnx",)
+
+    def probe(self, platform: Platform) -> Availability:
+        if not has_module("onnxruntime"):
+            return Availability.no("python package onnxruntime not installed (pip install 'edgerun[onnx]')")
+        return Availability.yes("onnxruntime installed")
+
+    def load(self, artifact: Path, options: LoadOptions) -> OnnxRuntimeSession:
+        ort = require("onnxruntime", "onnx")
+        providers = list(options.providers or ("CPUExecutionProvider",))
+        available = ort.get_available_providers()
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise BackendUnavailableError(
+                f"onnxruntime execution providers {missing} are not in this build; available: {available}"
+            )
+        session_options = ort.SessionOptions()
+        session_options.log_severity_level = 3
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if options.threads:
+            session_options.intra_op_num_threads = options.threads
+        try:
+            session = ort.InferenceSession(str(artifact), session_options, providers=providers)
+        except Exception as exc:  # vendor boundary: InvalidProtobuf, NoSuchFile, Fail, ...
+            raise ModelLoadError(f"onnxruntime could not load {artifact.name}: {exc}") from exc
+        return OnnxRuntimeSession(session, providers)

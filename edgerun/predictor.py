@@ -1,0 +1,213 @@
+"""Predictor: a Session plus the model package's task pipeline (decode, pre-process, infer, post-process)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from .backends.base import LoadOptions, Session, Tensors
+from .backends.registry import Registry, Selection
+from .config import Settings
+from .errors import InvalidInputError, ModelIntegrityError
+from .hal import HostFS, Platform, detect
+from .processing import image as img
+from .processing.classify import Classification, softmax, top_k
+from .processing.detect import Detection, decode_blazeface, merge_groups, nms, ssd_anchors
+from .repository import (BUILTIN_MODELS, DEFAULT_CLASSIFIER, ModelPackage, ModelRepository,
+                         verify_artifact)
+from .types import TensorSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClassificationResult:
+    """Top-k classes for one image, with per-stage timings in milliseconds."""
+
+    model: str
+    backend: str
+    classes: list[Classification]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DetectionResult:
+    """Detections in source-image pixels for one image, with per-stage timings."""
+
+    model: str
+    backend: str
+    image_size: tuple[int, int]  # width, height
+    detections: list[Detection]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Result = ClassificationResult | DetectionResult
+
+
+def open_session(model: str | Path | None = None, *, backend: str | None = None,
+                 options: LoadOptions | None = None, repository: ModelRepository | None = None,
+                 registry: Registry | None = None, platform: Platform | None = None,
+                 settings: Settings | None = None) -> tuple[ModelPackage, Selection, Session]:
+    """Find a package, choose a backend, verify the artifact's checksum and load it."""
+    settings = settings or Settings.from_env()
+    repository = repository or ModelRepository((*settings.model_path, BUILTIN_MODELS))
+    package = repository.get(model or DEFAULT_CLASSIFIER)
+    platform = platform or detect(HostFS(settings.host_root))
+    selection = (registry or Registry()).select(package, platform, backend or settings.backend)
+    verify_artifact(selection.artifact)
+    log.info("model %s on %s: %s", package.name, platform.summary(), selection.explain())
+    options = options or LoadOptions(threads=settings.threads)
+    return package, selection, selection.backend.load(selection.artifact.path, options)
+
+
+def _image_input(session: Session) -> TensorSpec:
+    specs = session.input_specs
+    if len(specs) != 1 or len(specs[0].shape) != 4:
+        shown = "; ".join(s.describe() for s in specs)
+        raise ModelIntegrityError(f"the image pipeline needs one 4-D input tensor, model has: {shown}")
+    return specs[0]
+
+
+def _since(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)
+
+
+class Predictor:
+    """Runs a model package's task end to end: ``predict(image) -> result``."""
+
+    def __init__(self, package: ModelPackage, session: Session, selection: Selection | None = None):
+        if package.task not in ("classification", "detection") or package.preprocess is None:
+            raise InvalidInputError(
+                f"model {package.name} has task {package.task!r} and no image pipeline; "
+                "use session.infer with raw tensors"
+            )
+        self.package = package
+        self.session = session
+        self.selection = selection
+        self.backend_name = selection.backend.name if selection else session.backend_name
+        self._input = _image_input(session)
+        layout = selection.artifact.layout if selection else None
+        self.layout = layout or ("NCHW" if self._input.shape[1] == 3 else "NHWC")
+        self._anchors: np.ndarray | None = None
+
+    @classmethod
+    def open(cls, model: str | Path | None = None, **kwargs: Any) -> Predictor:
+        """Open a Predictor; keyword arguments are those of :func:`open_session`."""
+        package, selection, session = open_session(model, **kwargs)
+        try:
+            return cls(package, session, selection)
+        except Exception:
+            session.close()
+            raise
+
+    def preprocess(self, image: np.ndarray) -> tuple[Tensors, img.Geometry]:
+        """Decoded RGB uint8 image -> the model's input tensor and the geometry to map back."""
+        pre = self.package.preprocess
+        assert pre is not None
+        height, width = pre.input_size
+        if pre.resize == "crop":
+            fitted, geometry = img.resize_crop(image, pre.resize_to or height, height, width)
+        elif pre.resize == "letterbox":
+            fitted, geometry = img.letterbox(image, height, width)
+        else:
+            fitted, geometry = img.stretch(image, height, width)
+        if pre.color == "BGR":
+            fitted = fitted[:, :, ::-1]
+        tensor = self._to_input_dtype(img.to_layout(img.normalize(fitted, pre.mean, pre.std), self.layout))
+        return {self._input.name: tensor}, geometry
+
+    def _to_input_dtype(self, tensor: np.ndarray) -> np.ndarray:
+        spec = self._input
+        if spec.quantization is not None and spec.dtype.kind in "iu":
+            return img.quantize(tensor, spec.quantization, spec.dtype)
+        return tensor.astype(spec.dtype, copy=False)
+
+    def _real_outputs(self, outputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        real = []
+        for spec in self.session.output_specs:
+            value = outputs[spec.name]
+            if spec.quantization is not None and value.dtype.kind in "iu":
+                value = img.dequantize(value, spec.quantization)
+            real.append(value.astype(np.float32, copy=False))
+        return real
+
+    def predict(self, image: img.ImageInput, top_k: int | None = None) -> Result:
+        """Decode, pre-process, infer and post-process one image."""
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        decoded = img.decode_image(image)
+        timings["decode"] = _since(start)
+        start = time.perf_counter()
+        inputs, geometry = self.preprocess(decoded)
+        timings["preprocess"] = _since(start)
+        start = time.perf_counter()
+        outputs = self.session.infer(inputs)
+        timings["infer"] = _since(start)
+        start = time.perf_counter()
+        real = self._real_outputs(outputs)
+        if self.package.task == "classification":
+            result: Result = ClassificationResult(
+                self.package.name, self.backend_name, self._classify(real, top_k), timings)
+        else:
+            height, width = decoded.shape[:2]
+            result = DetectionResult(self.package.name, self.backend_name, (width, height),
+                                     self._detect(real, geometry, width, height), timings)
+        timings["postprocess"] = _since(start)
+        return result
+
+    def _classify(self, outputs: list[np.ndarray], k: int | None) -> list[Classification]:
+        post = self.package.postprocess
+        scores = outputs[0].reshape(-1)
+        if post.get("kind", "softmax") == "softmax":
+            scores = softmax(scores)
+        return top_k(scores, k or int(post.get("top_k", 5)), self.package.labels)
+
+    def _detect(self, outputs: list[np.ndarray], geometry: img.Geometry, width: int, height: int
+                ) -> list[Detection]:
+        post = self.package.postprocess
+        if post.get("kind") != "blazeface":
+            raise ModelIntegrityError(
+                f"model {self.package.name}: unknown detection decoder {post.get('kind')!r}; known: blazeface")
+        size = self.package.preprocess.input_size[0] if self.package.preprocess else 128
+        if self._anchors is None:
+            self._anchors = ssd_anchors(size, post.get("strides", (8, 16, 16, 16)),
+                                        float(post.get("anchor_offset", 0.5)))
+        logits = next(o for o in outputs if o.shape[-1] == 1)
+        regressors = next(o for o in outputs if o.shape[-1] != 1)
+        boxes, scores, keypoints = decode_blazeface(
+            regressors, logits, self._anchors, size, float(post.get("score_threshold", 0.5)))
+        groups = nms(boxes, scores, float(post.get("iou_threshold", 0.3)))
+        weighted = post.get("nms", "weighted") == "weighted"
+        boxes = geometry.to_source(merge_groups(boxes, scores, groups, weighted))
+        keypoints = geometry.to_source(merge_groups(keypoints, scores, groups, weighted))
+        limits = np.array([width, height, width, height], dtype=np.float32)
+        boxes = np.clip(boxes, 0, limits)
+        label = self.package.labels[0] if self.package.labels else "object"
+        return [
+            Detection(tuple(round(float(v), 1) for v in box), round(float(scores[g[0]]), 4), label,  # type: ignore[arg-type]
+                      tuple((round(float(x), 1), round(float(y), 1)) for x, y in kp.reshape(-1, 2)))
+            for box, kp, g in zip(boxes, keypoints, groups)
+        ]
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""edgerun test suite."""
