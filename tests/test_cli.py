@@ -1,0 +1,88 @@
+"""The edgerun command line: output on good input, one clear line and exit 1 on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgerun.cli import main
+
+from .helpers import REPO, SAMPLES, copy_package, flip_last_byte
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgerun", *args], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_predict_default_model_prints_egyptian_cat() -> None:
+    done = run_cli("predict", str(SAMPLES / "chelsea.png"))
+    assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[1]
+    assert "Egyptian cat" in first and "0.71" in first
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "litert"])
+def test_predict_json_on_each_backend(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", str(SAMPLES / "chelsea.png"), "--backend", backend, "--json",
+                 "--top-k", "3", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["backend"] == backend and len(result["classes"]) == 3
+    assert result["classes"][0]["label"] == "Egyptian cat"
+
+
+def test_predict_detection_prints_box(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", str(SAMPLES / "astronaut.png"), "--model", "blazeface"]) == 0
+    out = capsys.readouterr().out
+    assert "1 detection(s) in 512x512 image" in out and "face 0.9" in out
+
+
+def test_models_and_backends_listings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--json"]) == 0
+    names = {m["name"] for m in json.loads(capsys.readouterr().out)}
+    assert {"mobilenet_v2", "blazeface"} <= names
+    assert main(["backends"]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime  available" in out and "litert       available" in out
+
+
+def _truncated_png(tmp_path: Path) -> Path:
+    data = (SAMPLES / "chelsea.png").read_bytes()
+    path = tmp_path / "truncated.png"
+    path.write_bytes(data[: len(data) // 3])
+    return path
+
+
+def _text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.png"
+    path.write_text("not an image")
+    return path
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda t: ["predict", str(_text_file(t))], "not a decodable image"),
+    (lambda t: ["predict", str(_truncated_png(t))], "not a decodable image"),
+    (lambda t: ["predict", str(t / "nowhere.png")], "cannot read image file"),
+    (lambda t: ["predict", str(SAMPLES / "chelsea.png"), "--model", "nosuchmodel"],
+     "no model named or at 'nosuchmodel'; known models:"),
+    (lambda t: ["predict", str(SAMPLES / "chelsea.png"), "--backend", "quantum"],
+     "unknown backend 'quantum'; known backends: litert, onnxruntime"),
+])
+def test_bad_input_gives_one_line_and_exit_1(tmp_path: Path, make_args, message: str) -> None:
+    done = run_cli(*make_args(tmp_path))
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_checksum_mismatch_through_model_path(tmp_path: Path) -> None:
+    folder = copy_package("mobilenet_v2", tmp_path)
+    flip_last_byte(folder / "mobilenet_v2.onnx")
+    done = run_cli("predict", str(SAMPLES / "chelsea.png"), env={"EDGERUN_MODEL_PATH": str(tmp_path)})
+    assert done.returncode == 1 and "checksum mismatch for mobilenet_v2.onnx" in done.stderr
+    assert "Traceback" not in done.stderr
