@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import sys
@@ -20,6 +21,11 @@ from .predictor import ClassificationResult, Predictor, Result
 from .repository import BUILTIN_MODELS, ModelRepository
 
 EXIT_ERROR = 1
+
+# Subcommands that live beside their subsystem. Each module defines
+# register(commands, common) -> None and must stay cheap to import (no runtime or web imports).
+COMMAND_MODULES: tuple[str, ...] = (
+)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -116,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(handler=cmd_models)
     backends = commands.add_parser("backends", parents=[common], help="list backends and availability")
     backends.set_defaults(handler=cmd_backends)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(commands, common)
     return parser
 
 
