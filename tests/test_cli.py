@@ -86,3 +86,19 @@ def test_checksum_mismatch_through_model_path(tmp_path: Path) -> None:
     done = run_cli("predict", str(SAMPLES / "chelsea.png"), env={"EDGERUN_MODEL_PATH": str(tmp_path)})
     assert done.returncode == 1 and "checksum mismatch for mobilenet_v2.onnx" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_edgerun_backend_environment_variable_forces_the_backend() -> None:
+    done = run_cli("predict", str(SAMPLES / "chelsea.png"), "--json",
+                   env={"EDGERUN_BACKEND": "litert"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["backend"] == "litert"
+
+
+def test_importing_edgerun_loads_no_runtime_or_image_library() -> None:
+    code = ("import sys, edgerun, edgerun.cli; "
+            "print(sorted(m for m in ('onnxruntime', 'ai_edge_litert', 'tflite_runtime', 'PIL', "
+            "'fastapi', 'cv2') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
