@@ -1,10 +1,20 @@
 """edgerun: run a model on an edge device as fast as the device allows, behind one API."""
 
 from .backends import Availability, Backend, LoadOptions, Registry, Selection, Session
-from .errors import (BackendNotFoundError, BackendUnavailableError, DependencyMissingError,
-                     EdgerunError, ImageDecodeError, InferenceError, InvalidInputError,
-                     ModelIntegrityError, ModelLoadError, ModelNotFoundError, SessionClosedError,
-                     TensorSpecError)
+from .errors import (
+                     BackendNotFoundError,
+                     BackendUnavailableError,
+                     DependencyMissingError,
+                     EdgerunError,
+                     ImageDecodeError,
+                     InferenceError,
+                     InvalidInputError,
+                     ModelIntegrityError,
+                     ModelLoadError,
+                     ModelNotFoundError,
+                     SessionClosedError,
+                     TensorSpecError,
+)
 from .hal import HostFS, Platform, detect
 from .predictor import ClassificationResult, DetectionResult, Predictor, open_session
 from .repository import ModelPackage, ModelRepository

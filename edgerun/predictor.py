@@ -20,8 +20,7 @@ from .hal import HostFS, Platform, detect
 from .processing import image as img
 from .processing.classify import Classification, softmax, top_k
 from .processing.detect import Detection, decode_blazeface, merge_groups, nms, ssd_anchors
-from .repository import (BUILTIN_MODELS, DEFAULT_CLASSIFIER, ModelPackage, ModelRepository,
-                         verify_artifact)
+from .repository import BUILTIN_MODELS, DEFAULT_CLASSIFIER, ModelPackage, ModelRepository, verify_artifact
 from .types import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -180,7 +179,8 @@ class Predictor:
         post = self.package.postprocess
         if post.get("kind") != "blazeface":
             raise ModelIntegrityError(
-                f"model {self.package.name}: unknown detection decoder {post.get('kind')!r}; known: blazeface")
+                f"model {self.package.name}: unknown detection decoder {post.get('kind')!r}; "
+                "known: blazeface")
         size = self.package.preprocess.input_size[0] if self.package.preprocess else 128
         if self._anchors is None:
             self._anchors = ssd_anchors(size, post.get("strides", (8, 16, 16, 16)),
@@ -199,7 +199,7 @@ class Predictor:
         return [
             Detection(tuple(round(float(v), 1) for v in box), round(float(scores[g[0]]), 4), label,  # type: ignore[arg-type]
                       tuple((round(float(x), 1), round(float(y), 1)) for x, y in kp.reshape(-1, 2)))
-            for box, kp, g in zip(boxes, keypoints, groups)
+            for box, kp, g in zip(boxes, keypoints, groups, strict=True)
         ]
 
     def close(self) -> None:

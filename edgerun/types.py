@@ -88,7 +88,7 @@ class TensorSpec:
         """True when a concrete shape fits this spec's rank and static dims."""
         if len(shape) != len(self.shape):
             return False
-        return all(want is None or want == got for want, got in zip(self.shape, shape))
+        return all(want is None or want == got for want, got in zip(self.shape, shape, strict=True))
 
     def check(self, array: np.ndarray) -> None:
         """Raise TensorSpecError unless ``array`` matches this spec's dtype and shape."""

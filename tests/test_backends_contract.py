@@ -13,8 +13,6 @@ from edgerun.backends.base import LoadOptions, Session
 from edgerun.errors import ModelLoadError, SessionClosedError, TensorSpecError
 from edgerun.repository import ModelRepository
 
-from .helpers import flip_last_byte
-
 CONTRACT_MODELS = ("mobilenet_v2", "blazeface", "mobilenet_v2_int8")
 
 

@@ -7,8 +7,7 @@ import pytest
 
 from edgerun import errors
 from edgerun.config import Settings
-from edgerun.types import (V2_DATATYPES, Quantization, TensorSpec, from_v2_datatype,
-                           to_v2_datatype)
+from edgerun.types import V2_DATATYPES, Quantization, TensorSpec, from_v2_datatype, to_v2_datatype
 
 
 def test_v2_table_round_trips_every_datatype() -> None:

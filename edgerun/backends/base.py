@@ -109,7 +109,8 @@ class BaseSession(ABC):
         for spec in self._input_specs:
             array = inputs[spec.name]
             if not isinstance(array, np.ndarray):
-                raise TensorSpecError(f"input {spec.name!r} must be a numpy array, got {type(array).__name__}")
+                raise TensorSpecError(
+                    f"input {spec.name!r} must be a numpy array, got {type(array).__name__}")
             spec.check(array)
 
     @abstractmethod

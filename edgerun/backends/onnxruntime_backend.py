@@ -49,7 +49,7 @@ class OnnxRuntimeSession(BaseSession):
             outputs = self._session.run(self._output_names, dict(inputs))
         except Exception as exc:  # vendor boundary: any runtime failure becomes ours
             raise InferenceError(f"onnxruntime failed to run the model: {exc}") from exc
-        return dict(zip(self._output_names, outputs))
+        return dict(zip(self._output_names, outputs, strict=True))
 
     def close(self) -> None:
         super().close()

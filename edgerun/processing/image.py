@@ -1,4 +1,4 @@
-"""Image pre-processing: decode, resize/crop/letterbox with the geometry to map back, normalise, layout, quantise."""
+"""Image pre-processing: decode, crop/letterbox/stretch with the geometry to map back, normalise, quantise."""
 
 from __future__ import annotations
 
