@@ -17,6 +17,7 @@ from .backends.registry import Registry
 from .config import Settings
 from .errors import EdgerunError
 from .hal import HostFS, detect
+from .hal.boards import backend_preference
 from .predictor import ClassificationResult, Predictor, Result
 from .repository import BUILTIN_MODELS, ModelRepository
 
@@ -25,6 +26,9 @@ EXIT_ERROR = 1
 # Subcommands that live beside their subsystem. Each module defines
 # register(commands, common) -> None and must stay cheap to import (no runtime or web imports).
 COMMAND_MODULES: tuple[str, ...] = (
+    "edgerun.hal.cli",
+    "edgerun.profiler.cli",
+    "edgerun.serving.cli",
 )
 
 
@@ -86,7 +90,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
     platform = detect(HostFS(settings.host_root))
     registry = Registry()
     rows = []
-    for name in registry.order():
+    for name in registry.order(backend_preference(platform)):  # this board's preference first
         backend = registry.get(name)
         availability = backend.probe(platform)
         rows.append({"name": name, "formats": list(backend.formats), "available": availability.ok,

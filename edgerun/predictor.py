@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from .backends.registry import Registry, Selection
 from .config import Settings
 from .errors import InvalidInputError, ModelIntegrityError
 from .hal import HostFS, Platform, detect
+from .hal.boards import backend_preference
 from .processing import image as img
 from .processing.classify import Classification, softmax, top_k
 from .processing.detect import Detection, decode_blazeface, merge_groups, nms, ssd_anchors
@@ -65,10 +67,11 @@ def open_session(model: str | Path | None = None, *, backend: str | None = None,
     repository = repository or ModelRepository((*settings.model_path, BUILTIN_MODELS))
     package = repository.get(model or DEFAULT_CLASSIFIER)
     platform = platform or detect(HostFS(settings.host_root))
-    selection = (registry or Registry()).select(package, platform, backend or settings.backend)
+    selection = (registry or Registry()).select(package, platform, backend or settings.backend,
+                                                prefer=backend_preference(platform))
     verify_artifact(selection.artifact)
     log.info("model %s on %s: %s", package.name, platform.summary(), selection.explain())
-    options = options or LoadOptions(threads=settings.threads)
+    options = dataclasses.replace(options or LoadOptions(threads=settings.threads), platform=platform)
     return package, selection, selection.backend.load(selection.artifact.path, options)
 
 
@@ -96,7 +99,7 @@ class Predictor:
         self.package = package
         self.session = session
         self.selection = selection
-        self.backend_name = selection.backend.name if selection else session.backend_name
+        self.backend_name = session.backend_name  # e.g. "tensorrt (simulated)" on an emulated board
         self._input = _image_input(session)
         layout = selection.artifact.layout if selection else None
         self.layout = layout or ("NCHW" if self._input.shape[1] == 3 else "NHWC")

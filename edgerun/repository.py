@@ -16,7 +16,9 @@ MANIFEST = "manifest.json"
 BUILTIN_MODELS = Path(__file__).parent / "models"
 DEFAULT_CLASSIFIER = "mobilenet_v2"
 DEFAULT_DETECTOR = "blazeface"
-FORMATS_BY_SUFFIX = {".onnx": "onnx", ".tflite": "tflite", ".engine": "tensorrt", ".plan": "tensorrt"}
+FORMATS_BY_SUFFIX = {".onnx": "onnx", ".tflite": "tflite", ".engine": "tensorrt", ".plan": "tensorrt",
+                     ".param": "ncnn", ".xml": "openvino", ".rknn": "rknn"}
+EDGETPU_SUFFIX = "_edgetpu.tflite"  # compiled by edgetpu_compiler: format "edgetpu"
 TASKS = ("classification", "detection", "raw")
 RESIZE_MODES = ("crop", "letterbox", "stretch")
 LAYOUTS = ("NCHW", "NHWC")
@@ -44,6 +46,7 @@ class Artifact:
     sha256: str | None
     layout: str | None = None
     precision: str = "fp32"
+    companions: tuple[tuple[Path, str], ...] = ()  # (file, sha256) needed beside it, e.g. ncnn .bin
 
 
 @dataclass(frozen=True)
@@ -77,18 +80,24 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_artifact(artifact: Artifact) -> None:
-    """Raise ModelIntegrityError when the file is missing or its sha256 differs from the manifest."""
-    if not artifact.path.is_file():
-        raise ModelIntegrityError(f"artifact file {artifact.path} is missing")
-    if artifact.sha256 is None:
+def _verify_file(path: Path, expected: str | None) -> None:
+    if not path.is_file():
+        raise ModelIntegrityError(f"artifact file {path} is missing")
+    if expected is None:
         return
-    actual = sha256_of(artifact.path)
-    if actual != artifact.sha256.lower():
+    actual = sha256_of(path)
+    if actual != expected.lower():
         raise ModelIntegrityError(
-            f"checksum mismatch for {artifact.path.name}: manifest says sha256 {artifact.sha256}, "
+            f"checksum mismatch for {path.name}: manifest says sha256 {expected}, "
             f"file has {actual}; the file is corrupt or was replaced"
         )
+
+
+def verify_artifact(artifact: Artifact) -> None:
+    """Raise ModelIntegrityError when a file (or companion) is missing or its sha256 differs."""
+    _verify_file(artifact.path, artifact.sha256)
+    for path, expected in artifact.companions:
+        _verify_file(path, expected)
 
 
 def _require(data: Mapping[str, Any], key: str, where: str) -> Any:
@@ -125,18 +134,25 @@ def _parse_preprocess(data: Mapping[str, Any] | None, where: str) -> Preprocess 
     )
 
 
-def _parse_artifact(root: Path, data: Mapping[str, Any], where: str) -> Artifact:
-    relative = str(_require(data, "file", where))
+def _inside(root: Path, relative: str, where: str) -> Path:
     path = (root / relative).resolve()
     if root.resolve() not in path.parents:
         raise ModelIntegrityError(f"{where}: artifact file {relative!r} lies outside the package")
+    return path
+
+
+def _parse_artifact(root: Path, data: Mapping[str, Any], where: str) -> Artifact:
+    path = _inside(root, str(_require(data, "file", where)), where)
+    companions = tuple(
+        (_inside(root, str(_require(c, "file", where)), where), str(_require(c, "sha256", where)))
+        for c in data.get("companions", ()))
     layout = data.get("layout")
     if layout is not None:
         _choice(layout, LAYOUTS, "layout", where)
     return Artifact(
         format=str(_require(data, "format", where)), path=path,
         sha256=str(_require(data, "sha256", where)), layout=layout,
-        precision=str(data.get("precision", "fp32")),
+        precision=str(data.get("precision", "fp32")), companions=companions,
     )
 
 
@@ -176,7 +192,7 @@ def load_package(root: Path) -> ModelPackage:
 
 def package_from_file(path: Path) -> ModelPackage:
     """A bare model file as a 'raw' package: no pipeline, no checksum to verify."""
-    fmt = FORMATS_BY_SUFFIX.get(path.suffix.lower())
+    fmt = "edgetpu" if path.name.endswith(EDGETPU_SUFFIX) else FORMATS_BY_SUFFIX.get(path.suffix.lower())
     if fmt is None:
         raise ModelNotFoundError(
             f"{path.name}: unknown model file type; known: {', '.join(FORMATS_BY_SUFFIX)}"

@@ -9,6 +9,8 @@ import pytest
 from edgerun.backends.registry import Registry
 from edgerun.hal import HostFS, Platform, detect
 
+pytest_plugins = ("tests.serving_helpers",)  # the serving tests' servers (session fixtures)
+
 
 @pytest.fixture(scope="session")
 def platform() -> Platform:
@@ -21,9 +23,10 @@ def registry() -> Registry:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrise ``backend_name`` over every built-in CPU backend (the contract suite)."""
+    """Parametrise ``backend_name`` over every backend that really runs here (the contract suite):
+    the CPU runtimes of the test extra. Accelerator backends are tested in tests/test_backend_*.py."""
     if "backend_name" in metafunc.fixturenames:
-        metafunc.parametrize("backend_name", ["onnxruntime", "litert"])
+        metafunc.parametrize("backend_name", ["onnxruntime", "litert", "ncnn", "openvino"])
 
 
 @pytest.fixture

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from edgerun.backends.base import Availability, LoadOptions, Session
@@ -40,3 +44,104 @@ def flip_last_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+# ---- emulated device trees with a writer thread (power/thermal tests) ----------------------------
+
+ORIN_NANO_HWMON = "/sys/bus/i2c/devices/1-0040/hwmon/hwmon1"
+
+
+def write_tree(root: Path, files: Mapping[str, str | None]) -> Path:
+    """Write host files (absolute host path -> text; None deletes) under ``root``, each atomically."""
+    for host_path, text in files.items():
+        target = root / host_path.lstrip("/")
+        if text is None:
+            target.unlink(missing_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_text(text + "\n")
+        os.replace(partial, target)  # a reader never sees a half-written value, as with sysfs
+    return root
+
+
+def orin_nano_power_files(vdd_in_w: float, cpu_gpu_cv_w: float = 1.0, soc_w: float = 1.5) -> dict[str, str]:
+    """Jetson Orin Nano INA3221 (JetPack 5+ hwmon): rails at 5000 mV, currents in mA for the watts."""
+    def milliamps(watts: float) -> str:
+        return str(round(watts * 1000 / 5))
+
+    return {
+        "/sys/bus/i2c/devices/1-0040/name": "ina3221",
+        f"{ORIN_NANO_HWMON}/name": "ina3221",
+        f"{ORIN_NANO_HWMON}/in1_label": "VDD_IN", f"{ORIN_NANO_HWMON}/in1_input": "5000",
+        f"{ORIN_NANO_HWMON}/curr1_input": milliamps(vdd_in_w),
+        f"{ORIN_NANO_HWMON}/in2_label": "VDD_CPU_GPU_CV", f"{ORIN_NANO_HWMON}/in2_input": "5000",
+        f"{ORIN_NANO_HWMON}/curr2_input": milliamps(cpu_gpu_cv_w),
+        f"{ORIN_NANO_HWMON}/in3_label": "VDD_SOC", f"{ORIN_NANO_HWMON}/in3_input": "5000",
+        f"{ORIN_NANO_HWMON}/curr3_input": milliamps(soc_w),
+        f"{ORIN_NANO_HWMON}/in7_label": "sum of shunt voltages", f"{ORIN_NANO_HWMON}/in7_input": "1040",
+    }
+
+
+class SensorDriver(threading.Thread):
+    """Writes scheduled file contents into an emulated tree from a background thread.
+
+    ``steps`` are (seconds after start, {host path: text or None}). Each step landed between
+    ``begun_ns[i]`` and ``written_ns[i]`` (perf_counter_ns), so a test knows the true signal.
+    """
+
+    def __init__(self, root: Path, steps: Sequence[tuple[float, Mapping[str, str | None]]]) -> None:
+        super().__init__(name="sensor-driver", daemon=True)
+        self.root = root
+        self.steps = list(steps)
+        self.begun_ns: list[int] = []
+        self.written_ns: list[int] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        origin = time.perf_counter()
+        for offset, files in self.steps:
+            if self._stop_event.wait(max(0.0, origin + offset - time.perf_counter())):
+                return
+            self.begun_ns.append(time.perf_counter_ns())
+            write_tree(self.root, files)
+            self.written_ns.append(time.perf_counter_ns())
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+
+
+# ---- device trees and the stand-in delegate library (HAL and accelerator-backend tests) ----------
+
+DEVICES = REPO / "devices"
+BOARDS = sorted(p.parent.name for p in DEVICES.glob("*/profile.json"))
+
+
+def device_tree(board: str) -> Path:
+    """The rootfs of one of the shipped device trees (devices/<board>/rootfs)."""
+    return DEVICES / board / "rootfs"
+
+
+def copy_device_tree(board: str, destination: Path, **manifest: object) -> Path:
+    """Copy a shipped device tree (symlinks kept) and merge ``manifest`` into its edgerun-snapshot.json."""
+    import json
+
+    root = destination / board
+    shutil.copytree(device_tree(board), root, symlinks=True)
+    path = root / "edgerun-snapshot.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **manifest}))
+    return root
+
+
+def build_standin_delegate(directory: Path, name: str = "libstandin_delegate.so") -> Path:
+    """Compile tests/data/standin_delegate.c (a TFLite external delegate at the real ABI) with cc."""
+    import subprocess
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise RuntimeError("no C compiler (cc/gcc) to build the stand-in delegate library")
+    output = directory / name
+    subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-o", str(output),
+                    str(REPO / "tests" / "data" / "standin_delegate.c")], check=True, timeout=60)
+    return output

@@ -71,7 +71,7 @@ def _text_file(tmp_path: Path) -> Path:
     (lambda t: ["predict", str(SAMPLES / "chelsea.png"), "--model", "nosuchmodel"],
      "no model named or at 'nosuchmodel'; known models:"),
     (lambda t: ["predict", str(SAMPLES / "chelsea.png"), "--backend", "quantum"],
-     "unknown backend 'quantum'; known backends: litert, onnxruntime"),
+     "unknown backend 'quantum'; known backends: armnpu, edgetpu, litert, ncnn, onnxruntime"),
 ])
 def test_bad_input_gives_one_line_and_exit_1(tmp_path: Path, make_args, message: str) -> None:
     done = run_cli(*make_args(tmp_path))

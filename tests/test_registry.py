@@ -22,7 +22,7 @@ TABLE = {
 
 
 def test_unknown_backend_lists_known_ones(registry: Registry) -> None:
-    with pytest.raises(BackendNotFoundError, match="known backends: litert, onnxruntime"):
+    with pytest.raises(BackendNotFoundError, match="known backends: .*litert, .*onnxruntime"):
         registry.get("cuda-magic")
 
 

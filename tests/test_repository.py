@@ -30,7 +30,7 @@ def test_classifier_manifest_values() -> None:
     package = ModelRepository().get("mobilenet_v2")
     assert package.task == "classification" and len(package.labels) == 1000
     assert package.labels[285] == "Egyptian cat"
-    assert set(package.formats) == {"onnx", "tflite"}
+    assert set(package.formats) == {"onnx", "tflite", "ncnn"}
     assert package.preprocess is not None and package.preprocess.resize == "crop"
 
 

@@ -36,12 +36,17 @@ class Availability:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """Options every backend understands; ``extra`` carries backend-specific strings."""
+    """Options every backend understands; ``extra`` carries backend-specific strings.
+
+    ``platform`` is the detected platform (open_session fills it in) so that a backend can pick
+    a delegate or explain a device failure from HAL facts without probing the host again.
+    """
 
     threads: int | None = None
     providers: tuple[str, ...] | None = None
     device: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    platform: Platform | None = None
 
 
 @runtime_checkable

@@ -21,11 +21,28 @@ ENTRY_POINT_GROUP = "edgerun.backends"
 BUILTIN_BACKENDS: dict[str, str] = {
     "onnxruntime": "edgerun.backends.onnxruntime_backend:OnnxRuntimeBackend",
     "litert": "edgerun.backends.litert_backend:LiteRTBackend",
+    "tensorrt": "edgerun.backends.tensorrt_backend:TensorRTBackend",
+    "edgetpu": "edgerun.backends.edgetpu:EdgeTPUBackend",
+    "armnpu": "edgerun.backends.armnpu:ArmNpuBackend",
+    "rknn": "edgerun.backends.rknn:RknnBackend",
+    "ncnn": "edgerun.backends.ncnn_backend:NcnnBackend",
+    "openvino": "edgerun.backends.openvino_backend:OpenVinoBackend",
+    "simulated": "edgerun.backends.simulated:SimulatedBackend",
 }
 
-# Accelerators first, then the CPU runtimes; names not registered are ignored.
+# Accelerators first, then the CPU runtimes; names not registered are ignored. "simulated" is
+# last: it can only be chosen on an emulated board, where the board profile puts it first.
 DEFAULT_ORDER: tuple[str, ...] = (
-    "tensorrt", "edgetpu", "rknn", "hailo", "armnpu", "openvino", "onnxruntime", "litert",
+    "tensorrt",
+    "edgetpu",
+    "rknn",
+    "hailo",
+    "armnpu",
+    "openvino",
+    "onnxruntime",
+    "litert",
+    "ncnn",
+    "simulated",
 )
 
 
@@ -65,9 +82,7 @@ class Registry:
 
     def get(self, name: str) -> Backend:
         if name not in self._table:
-            raise BackendNotFoundError(
-                f"unknown backend {name!r}; known backends: {', '.join(self.names())}"
-            )
+            raise BackendNotFoundError(f"unknown backend {name!r}; known backends: {', '.join(self.names())}")
         if name not in self._instances:
             self._instances[name] = _load_target(self._table[name])
         return self._instances[name]
@@ -77,8 +92,13 @@ class Registry:
         names = [*prefer, *DEFAULT_ORDER, *self.names()]
         return [n for i, n in enumerate(names) if n in self._table and n not in names[:i]]
 
-    def select(self, package: ModelPackage, platform: Platform, backend: str | None = None,
-               prefer: Sequence[str] = ()) -> Selection:
+    def select(
+        self,
+        package: ModelPackage,
+        platform: Platform,
+        backend: str | None = None,
+        prefer: Sequence[str] = (),
+    ) -> Selection:
         """Choose a backend for ``package``.
 
         ``backend`` (an explicit option or EDGERUN_BACKEND) is strict: only that one is tried.
@@ -95,8 +115,10 @@ class Registry:
             if not availability.ok:
                 report[name] = availability.reason
             elif artifact is None:
-                report[name] = (f"model {package.name} has no {'/'.join(instance.formats)} artifact "
-                                f"(it has {', '.join(package.formats)})")
+                report[name] = (
+                    f"model {package.name} has no {'/'.join(instance.formats)} artifact "
+                    f"(it has {', '.join(package.formats)})"
+                )
             else:
                 report[name] = f"selected: {availability.reason}"
                 return Selection(instance, artifact, report)

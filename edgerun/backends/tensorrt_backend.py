@@ -1,0 +1,506 @@
+"""TensorRT backend: load .engine/.plan files, or build engines from ONNX (fp32/fp16/int8) into a cache.
+
+Written against the TensorRT Python API as JetPack 5/6 and the x86 ``tensorrt`` wheels ship it
+(8.5 to 10.x: name-based tensors, ``execute_async_v3``), with ``cuda-python`` for device memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, InferenceError, InvalidInputError, ModelLoadError
+from ..hal import Platform
+from ..hal.hostfs import ACCESS_OK
+from ..repository import sha256_of
+from ..types import TensorSpec
+from . import tensorrt_cache as cache
+from ._imports import has_module, require
+from .base import Availability, BaseSession, LoadOptions, Tensors
+
+log = logging.getLogger(__name__)
+
+MIN_VERSION = (8, 5)  # name-based tensor API: set_input_shape, set_tensor_address, execute_async_v3
+_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu11")
+
+
+def installed_version() -> str | None:
+    """The TensorRT Python bindings' version from package metadata (no import), or None."""
+    for name in _DISTRIBUTIONS:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+
+
+def version_problem(version: str | None, platform: Platform) -> str | None:
+    """Why these bindings cannot work here (too old, or not the TensorRT of this JetPack), or None."""
+    if version is None:
+        return None
+    if _version_tuple(version) < MIN_VERSION:
+        return (
+            f"TensorRT {version} lacks the name-based tensor API edgerun uses (needs 8.5+; "
+            "JetPack 4 ships 8.2): use onnxruntime on this board"
+        )
+    expected = platform.facts.get("tensorrt_expected")
+    if expected and _version_tuple(version)[:1] != _version_tuple(expected)[:1]:
+        return (
+            f"TensorRT {version} Python bindings, but L4T {platform.facts.get('l4t')} (JetPack "
+            f"{platform.facts.get('jetpack')}) ships TensorRT {expected}: bindings and libnvinfer must "
+            "match; use JetPack's python3-libnvinfer (venv with --system-site-packages)"
+        )
+    return None
+
+
+def _gpu_problem(platform: Platform) -> str | None:
+    gpu = platform.accelerator("nvidia-gpu")
+    if gpu is None:
+        return "no NVIDIA GPU detected (no Jetson iGPU, no PCI display controller 10de:*)"
+    if gpu.access != ACCESS_OK:
+        hint = gpu.detail.get("problem") or (
+            "add the user to groups video and render"
+            if platform.board.startswith("jetson")
+            else "check /dev/nvidia*"
+        )
+        return f"{gpu.node} {gpu.access} for {gpu.id}: {hint}"
+    return None
+
+
+# ---- CUDA (cuda-python) ------------------------------------------------------------------------
+
+
+def cuda_runtime() -> Any:
+    """cuda-python's runtime module (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.6)."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        try:
+            from cuda import cudart as runtime  # type: ignore[no-redef]
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                f"cuda-python is not installed ({exc}); pip install 'edgerun[tensorrt]'"
+            ) from exc
+    return runtime
+
+
+def cuda_check(cudart: Any, result: Any, what: str) -> Any:
+    """Unpack a cuda-python ``(err, *values)`` tuple; a CUDA error becomes InferenceError naming it."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        _, name = cudart.cudaGetErrorName(err)
+        raise InferenceError(f"CUDA error in {what}: {name.decode() if isinstance(name, bytes) else name}")
+    return values[0] if len(values) == 1 else values
+
+
+def gpu_identity(cudart: Any, index: int) -> tuple[str, str]:
+    """(GPU name, compute capability "major.minor") of CUDA device ``index``."""
+    try:
+        result = cudart.cudaSetDevice(index)
+    except RuntimeError as exc:  # cuda-python could not dlopen libcudart
+        raise BackendUnavailableError(f"CUDA runtime library not loadable: {exc}") from exc
+    try:
+        cuda_check(cudart, result, "cudaSetDevice")
+    except InferenceError as exc:
+        raise BackendUnavailableError(
+            f"no usable CUDA device {index}: {exc} (driver missing or too old, "
+            "or no GPU visible to this process)"
+        ) from exc
+    props = cuda_check(cudart, cudart.cudaGetDeviceProperties(index), "cudaGetDeviceProperties")
+    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+    return name.rstrip("\x00"), f"{props.major}.{props.minor}"
+
+
+# ---- TensorRT objects --------------------------------------------------------------------------
+
+
+def _logger(trt: Any) -> Any:
+    """A trt.ILogger that forwards to logging and keeps the errors for our exception messages."""
+
+    class Logger(trt.ILogger):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
+                self.errors.append(msg)
+                log.error("TensorRT: %s", msg)
+            elif severity == trt.ILogger.WARNING:
+                log.warning("TensorRT: %s", msg)
+            else:
+                log.debug("TensorRT: %s", msg)
+
+    return Logger()
+
+
+def _progress_monitor(trt: Any, label: str) -> Any | None:
+    """A trt.IProgressMonitor (TensorRT 10+) logging each build phase, or None when unavailable."""
+    if not hasattr(trt, "IProgressMonitor"):
+        return None
+
+    class Progress(trt.IProgressMonitor):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.started = time.monotonic()
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            log.info(
+                "%s: %s (%d steps) at %.0f s", label, phase_name, num_steps, time.monotonic() - self.started
+            )
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            log.debug("%s: %s step %d", label, phase_name, step + 1)
+            return True  # never cancel
+
+        def phase_finish(self, phase_name: str) -> None:
+            log.info("%s: %s done at %.0f s", label, phase_name, time.monotonic() - self.started)
+
+    return Progress()
+
+
+def _calibrator(trt: Any, cache_bytes: bytes) -> Any:
+    """An INT8 calibrator that only replays a calibration cache (no calibration data needed)."""
+
+    class CacheCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> None:
+            return None
+
+        def read_calibration_cache(self) -> bytes:
+            return cache_bytes
+
+        def write_calibration_cache(self, data: bytes) -> None:
+            return None
+
+    return CacheCalibrator()
+
+
+def _parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> Any:
+    flags = (
+        0
+        if _version_tuple(trt.__version__) >= (10, 0)
+        else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    )
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ModelLoadError(f"TensorRT could not parse {onnx_path.name}: {errors or 'no parser message'}")
+    return network, parser
+
+
+def _network_inputs(network: Any) -> list[tuple[str, tuple[int, ...]]]:
+    return [(network.get_input(i).name, tuple(network.get_input(i).shape)) for i in range(network.num_inputs)]
+
+
+def _precision_flags(trt: Any, config: Any, precision: str, calibration: bytes | None) -> Any:
+    """Set fp16/int8 builder flags; returns the calibrator (keep it alive during the build)."""
+    if precision == "fp32":
+        return None
+    if not hasattr(trt.BuilderFlag, precision.upper()):
+        raise ModelLoadError(
+            f"TensorRT {trt.__version__} removed the {precision} builder flag (strongly typed "
+            "networks): give an ONNX model already in that precision and build it as fp32"
+        )
+    config.set_flag(getattr(trt.BuilderFlag, precision.upper()))
+    if precision != "int8":
+        return None
+    if calibration is None:
+        raise InvalidInputError("precision int8 needs a calibration cache: extra={'calibration_cache': PATH}")
+    calibrator = _calibrator(trt, calibration)
+    config.int8_calibrator = calibrator
+    return calibrator
+
+
+def _device_config(trt: Any, config: Any, device: str) -> None:
+    match = re.fullmatch(r"dla:?(\d)", device)
+    if match:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(match[1])
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+
+
+def build_engine(
+    trt: Any,
+    onnx_path: Path,
+    key: cache.EngineKey,
+    network: Any,
+    builder: Any,
+    logger: Any,
+    calibration: bytes | None,
+    workspace_mib: int,
+) -> bytes:
+    """Build a serialized engine for ``key`` with phase-by-phase progress in the log."""
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    keep_alive = [_precision_flags(trt, config, key.precision, calibration)]
+    _device_config(trt, config, key.device)
+    profile = builder.create_optimization_profile()
+    for item in key.inputs:
+        profile.set_shape(item.name, item.min, item.opt, item.max)
+    config.add_optimization_profile(profile)
+    monitor = _progress_monitor(trt, f"TensorRT build {onnx_path.name}")
+    if monitor is not None:
+        config.progress_monitor = monitor
+        keep_alive.append(monitor)
+    log.warning(
+        "building a TensorRT %s engine for %s on %s (first load on this device: this can take "
+        "minutes; the engine is cached)",
+        key.precision,
+        onnx_path.name,
+        key.gpu_name,
+    )
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ModelLoadError(
+            f"TensorRT could not build an engine for {onnx_path.name}: "
+            + ("; ".join(logger.errors[-3:]) or "no error message")
+        )
+    return bytes(serialized)
+
+
+def _dtype(trt: Any, trt_dtype: Any) -> np.dtype:
+    return np.dtype(trt.nptype(trt_dtype))
+
+
+class TensorRTSession(BaseSession):
+    """A deserialized engine, one execution context and one CUDA stream (not thread-safe)."""
+
+    backend_name = "tensorrt"
+    thread_safe = False
+
+    def __init__(self, trt: Any, cudart: Any, engine: Any, info: Mapping[str, str]) -> None:
+        self.info = dict(info)  # engine file, cache decision, precision, GPU
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+
+        def spec(name: str) -> TensorSpec:
+            shape = tuple(d if d >= 0 else None for d in engine.get_tensor_shape(name))
+            return TensorSpec(name, shape, _dtype(trt, engine.get_tensor_dtype(name)))
+
+        super().__init__(tuple(spec(n) for n in inputs), tuple(spec(n) for n in outputs))
+        self._trt, self._cudart, self._engine = trt, cudart, engine
+        self._context = engine.create_execution_context()
+        self._stream = cuda_check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+
+    def _device_buffer(self, name: str, nbytes: int) -> int:
+        pointer, size = self._buffers.get(name, (0, 0))
+        if size < nbytes:
+            if pointer:
+                cuda_check(self._cudart, self._cudart.cudaFree(pointer), "cudaFree")
+            pointer = cuda_check(self._cudart, self._cudart.cudaMalloc(nbytes), "cudaMalloc")
+            self._buffers[name] = (pointer, nbytes)
+        self._context.set_tensor_address(name, pointer)
+        return pointer
+
+    def _copy(self, destination: Any, source: Any, nbytes: int, kind: str) -> None:
+        direction = getattr(self._cudart.cudaMemcpyKind, f"cudaMemcpy{kind}")
+        cuda_check(
+            self._cudart,
+            self._cudart.cudaMemcpyAsync(destination, source, nbytes, direction, self._stream),
+            "cudaMemcpyAsync",
+        )
+
+    def _run(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+        for spec in self.input_specs:
+            array = np.ascontiguousarray(inputs[spec.name])
+            if not self._context.set_input_shape(spec.name, array.shape):
+                raise InferenceError(f"shape {array.shape} of {spec.name!r} is outside the engine's profile")
+            self._copy(
+                self._device_buffer(spec.name, array.nbytes), array.ctypes.data, array.nbytes, "HostToDevice"
+            )
+        results = {}
+        for spec in self.output_specs:
+            host = np.empty(tuple(self._context.get_tensor_shape(spec.name)), spec.dtype)
+            results[spec.name] = host
+            self._device_buffer(spec.name, host.nbytes)
+        if not self._context.execute_async_v3(self._stream):
+            raise InferenceError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+        for name, host in results.items():
+            self._copy(host.ctypes.data, self._buffers[name][0], host.nbytes, "DeviceToHost")
+        cuda_check(self._cudart, self._cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        return results
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        super().close()
+        for pointer, _ in self._buffers.values():
+            self._cudart.cudaFree(pointer)
+        self._buffers.clear()
+        self._cudart.cudaStreamDestroy(self._stream)
+        self._context = self._engine = None
+
+
+def parse_device(device: str | None) -> tuple[int, str]:
+    """ "gpu", "gpu:1", "1" or "dla:0" -> (CUDA device index, engine device label)."""
+    text = (device or "gpu:0").strip().lower()
+    match = re.fullmatch(r"(?:gpu:?)?(\d*)|(dla):?(\d)|gpu", text)
+    if match is None:
+        raise InvalidInputError(f"TensorRT device {device!r} is not valid; use gpu, gpu:N or dla:N")
+    if match[2]:
+        return 0, f"dla{match[3]}"
+    return int(match[1] or 0), "gpu"
+
+
+def shape_overrides(extra: Mapping[str, str]) -> dict[str, tuple[int, ...]]:
+    """extra {'shape.input': '1x3x224x224'} -> {'input': (1, 3, 224, 224)}."""
+    shapes = {}
+    for key, value in extra.items():
+        if key.startswith("shape."):
+            try:
+                shapes[key.removeprefix("shape.")] = tuple(int(d) for d in value.lower().split("x"))
+            except ValueError:
+                raise InvalidInputError(f"{key}={value!r}: write a shape as 1x3x224x224") from None
+    return shapes
+
+
+class TensorRTBackend:
+    """Loads TensorRT engines; builds (and caches) them from ONNX on first use."""
+
+    name = "tensorrt"
+    formats = ("tensorrt", "onnx")
+
+    def probe(self, platform: Platform) -> Availability:
+        problem = _gpu_problem(platform)
+        if problem is not None:
+            return Availability.no(problem)
+        if not has_module("tensorrt"):
+            where = (
+                "JetPack's python3-libnvinfer for the system Python: make the venv with "
+                "--system-site-packages"
+                if platform.board.startswith("jetson")
+                else "pip install 'edgerun[tensorrt]'"
+            )
+            return Availability.no(f"TensorRT Python bindings not installed ({where})")
+        version = installed_version()
+        problem = version_problem(version, platform)
+        if problem is not None:
+            return Availability.no(problem)
+        if not has_module("cuda"):
+            return Availability.no(
+                "python package cuda-python not installed (pip install 'edgerun[tensorrt]')"
+            )
+        gpu = platform.accelerator("nvidia-gpu")
+        return Availability.yes(f"TensorRT {version or '(version unknown)'} on {gpu.name if gpu else 'GPU'}")
+
+    def load(self, artifact: Path, options: LoadOptions) -> TensorRTSession:
+        if not artifact.is_file():
+            raise ModelLoadError(f"TensorRT could not load {artifact}: no such file")
+        trt = require("tensorrt", "tensorrt")
+        cudart = cuda_runtime()
+        index, device = parse_device(options.device)
+        gpu_name, capability = gpu_identity(cudart, index)
+        logger = _logger(trt)
+        runtime = trt.Runtime(logger)
+        here = {
+            "tensorrt_version": trt.__version__,
+            "gpu_name": gpu_name,
+            "compute_capability": capability,
+            "device": device,
+        }
+        if artifact.suffix.lower() in (".engine", ".plan"):
+            engine, info = self._engine_file(runtime, logger, artifact, here)
+        else:
+            engine, info = self._engine_from_onnx(trt, runtime, logger, artifact, options, here)
+        return TensorRTSession(trt, cudart, engine, info)
+
+    @staticmethod
+    def _engine_file(runtime: Any, logger: Any, artifact: Path, here: Mapping[str, str]) -> tuple[Any, dict]:
+        problem = cache.sidecar_problem(artifact, here)
+        if problem is not None:
+            raise ModelLoadError(f"refusing a foreign TensorRT engine: {problem}")
+        engine = runtime.deserialize_cuda_engine(artifact.read_bytes())
+        if engine is None:
+            raise ModelLoadError(
+                f"TensorRT {here['tensorrt_version']} could not deserialize {artifact.name}: "
+                "engines only load "
+                f"on the TensorRT version and GPU that built them ({'; '.join(logger.errors[-2:])})"
+            )
+        return engine, {"engine": str(artifact), "cache": "user engine", **here}
+
+    def _engine_from_onnx(
+        self,
+        trt: Any,
+        runtime: Any,
+        logger: Any,
+        artifact: Path,
+        options: LoadOptions,
+        here: Mapping[str, str],
+    ) -> tuple[Any, dict]:
+        calibration_file = options.extra.get("calibration_cache")
+        calibration = Path(calibration_file).read_bytes() if calibration_file else None
+        builder = trt.Builder(logger)
+        network, _parser = _parse_onnx(trt, builder, logger, artifact)
+        key = engine_key(trt, network, artifact, options.extra, here, calibration)
+        cache_dir = (
+            Path(options.extra["cache_dir"]) if options.extra.get("cache_dir") else cache.default_cache_dir()
+        )
+        info = {"precision": key.precision, **here}
+        cached, reason = cache.lookup(cache_dir, key)
+        if cached is not None:
+            engine = runtime.deserialize_cuda_engine(cached.read_bytes())
+            if engine is not None:
+                return engine, {"engine": str(cached), "cache": "hit", **info}
+            reason = f"{cached.name} did not deserialize"
+        log.info("TensorRT engine for %s must be built: %s", artifact.name, reason)
+        started = time.monotonic()
+        workspace = int(options.extra.get("workspace_mib", 1024))
+        data = build_engine(trt, artifact, key, network, builder, logger, calibration, workspace)
+        stored = cache.store(cache_dir, key, data, time.monotonic() - started)
+        log.warning("TensorRT engine built in %.0f s, cached at %s", time.monotonic() - started, stored)
+        engine = runtime.deserialize_cuda_engine(data)
+        if engine is None:
+            errors = "; ".join(logger.errors[-2:])
+            raise ModelLoadError(f"TensorRT built but could not load its own engine: {errors}")
+        return engine, {"engine": str(stored), "cache": f"built ({reason})", **info}
+
+
+def engine_key(
+    trt: Any,
+    network: Any,
+    artifact: Path,
+    extra: Mapping[str, str],
+    here: Mapping[str, str],
+    calibration: bytes | None,
+) -> cache.EngineKey:
+    """The cache key of the engine this request needs (precision, profile, machine, model bytes)."""
+    precision = extra.get("precision", "fp16" if hasattr(trt.BuilderFlag, "FP16") else "fp32")
+    if precision not in cache.PRECISIONS:
+        raise InvalidInputError(f"precision {precision!r} is not one of {', '.join(cache.PRECISIONS)}")
+    try:
+        inputs = cache.profile_for(
+            _network_inputs(network), int(extra.get("max_batch", 1)), shape_overrides(extra)
+        )
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
+    return cache.EngineKey(
+        sha256_of(artifact),
+        here["tensorrt_version"],
+        here["gpu_name"],
+        here["compute_capability"],
+        precision,
+        inputs,
+        here["device"],
+        hashlib.sha256(calibration).hexdigest() if calibration else None,
+    )

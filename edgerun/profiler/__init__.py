@@ -1,0 +1,1 @@
+"""Profiler: scenarios, statistics, power sampling and reports for `edgerun profile`."""

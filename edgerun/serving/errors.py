@@ -1,0 +1,84 @@
+"""Service errors and the handlers that turn every failure into {"error": "..."} with the right status."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ..errors import EdgerunError, InvalidInputError
+
+log = logging.getLogger(__name__)
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """A request body over the configured limit."""
+
+    http_status = 413
+
+
+class UnauthorizedError(EdgerunError):
+    """A missing or wrong API key."""
+
+    http_status = 401
+
+
+class ModelNotReadyError(EdgerunError):
+    """The model is known but still loading, or being unloaded."""
+
+    http_status = 503
+
+
+class RequestTimeoutError(EdgerunError):
+    """Queueing plus inference took longer than the per-request timeout."""
+
+    http_status = 504
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg")))
+    return "invalid request: " + "; ".join(parts)
+
+
+async def _edgerun_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EdgerunError)
+    status = exc.http_status
+    if status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return error_response(status, str(exc), headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(400, _validation_message(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    headers: Any = getattr(exc, "headers", None)
+    return error_response(exc.status_code, str(exc.detail), headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("%s %s: unexpected %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
+    return error_response(500, f"internal server error ({type(exc).__name__}); see the server log")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as {"error": message}; only real server faults are 5xx."""
+    app.add_exception_handler(EdgerunError, _edgerun_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,60 @@
+"""The foreground runner: uvicorn around create_app, graceful stop on SIGTERM/SIGINT with exit status 0."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+
+from .config import LifecycleHooks, ServeConfig
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _after_graceful_stop(sig: int, frame: FrameType | None) -> None:
+    """uvicorn re-raises the stop signal once it has shut down; receiving it here keeps exit 0."""
+
+
+def serve(config: ServeConfig, hooks: LifecycleHooks | None = None) -> int:
+    """Serve until SIGTERM/SIGINT. 0 after a graceful stop, 1 when start-up failed.
+
+    Life-cycle points, for systemd's sd_notify or similar, are ``hooks``: on_ready (every start-up
+    model loaded and warmed up), on_stopping (a stop signal arrived; in-flight requests finish
+    next), on_failed (a start-up model could not be loaded; the server then stops).
+    """
+    import uvicorn
+
+    from .app import create_app
+
+    hooks = hooks or LifecycleHooks()
+    failures: list[str] = []
+
+    def failed(reason: str) -> None:
+        failures.append(reason)
+        if hooks.on_failed:
+            hooks.on_failed(reason)
+        server.should_exit = True
+
+    app = create_app(config, LifecycleHooks(hooks.on_ready, hooks.on_stopping, failed))
+    service = app.state.service
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            service.begin_shutdown()  # not ready from now on; calls hooks.on_stopping
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(
+        app, host=config.host, port=config.port, log_config=None, access_log=False,
+        timeout_graceful_shutdown=int(config.graceful_timeout_s), server_header=False))
+    previous = {sig: signal.signal(sig, _after_graceful_stop) for sig in STOP_SIGNALS}
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits this way when it cannot bind the port
+        log.error("server could not start (exit status %s)", exc.code)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 1 if failures or not server.started else 0

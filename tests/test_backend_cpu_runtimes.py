@@ -1,0 +1,70 @@
+"""ncnn and OpenVINO specifics beyond the contract suite: damaged files, device strings, input shapes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgerun.backends.base import LoadOptions
+from edgerun.backends.ncnn_backend import NcnnBackend, input_shapes
+from edgerun.backends.openvino_backend import OpenVinoBackend
+from edgerun.errors import BackendUnavailableError, ModelLoadError
+from edgerun.repository import ModelRepository
+
+BLAZEFACE = ModelRepository().get("blazeface")
+
+
+def _ncnn_copy(tmp_path: Path) -> Path:
+    param = BLAZEFACE.artifact_for(["ncnn"]).path
+    shutil.copy(param, tmp_path / param.name)
+    shutil.copy(param.with_suffix(".bin"), tmp_path / param.with_suffix(".bin").name)
+    return tmp_path / param.name
+
+
+def test_ncnn_truncated_weights_are_a_load_error(tmp_path: Path) -> None:
+    param = _ncnn_copy(tmp_path)
+    weights = param.with_suffix(".bin")
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError, match="malformed .param or truncated .bin"):
+        NcnnBackend().load(param, LoadOptions())
+
+
+def test_ncnn_input_without_a_declared_shape_is_refused(tmp_path: Path) -> None:
+    param = _ncnn_copy(tmp_path)
+    param.write_text(param.read_text().replace(" 0=128 1=128 2=3", ""))
+    with pytest.raises(ModelLoadError, match="declares no shape for inputs"):
+        NcnnBackend().load(param, LoadOptions())
+
+
+def test_ncnn_param_input_shapes() -> None:
+    text = "7767517\n2 2\nInput in0 0 1 data 0=224 1=160 2=3\nInput in1 0 1 mask 0=16\n"
+    assert input_shapes(text) == {"data": (3, 160, 224), "mask": (16,)}
+
+
+def test_device_strings_are_checked() -> None:
+    param = BLAZEFACE.artifact_for(["ncnn"]).path
+    with pytest.raises(BackendUnavailableError, match="use 'cpu' or 'vulkan'"):
+        NcnnBackend().load(param, LoadOptions(device="cuda"))
+    onnx = BLAZEFACE.artifact_for(["onnx"]).path
+    with pytest.raises(
+        BackendUnavailableError, match="openvino device 'NPU' is not available here; available: CPU"
+    ):
+        OpenVinoBackend().load(onnx, LoadOptions(device="NPU"))
+    with OpenVinoBackend().load(onnx, LoadOptions(device="CPU", threads=1)) as session:
+        assert session.devices == ["CPU"]
+
+
+def test_a_corrupt_ncnn_weights_companion_fails_the_checksum(tmp_path: Path) -> None:
+    from edgerun.errors import ModelIntegrityError
+    from edgerun.repository import verify_artifact
+
+    from .helpers import copy_package, flip_last_byte
+
+    package = ModelRepository((tmp_path,)).get(str(copy_package("blazeface", tmp_path)))
+    artifact = package.artifact_for(["ncnn"])
+    verify_artifact(artifact)
+    flip_last_byte(artifact.path.with_suffix(".bin"))
+    with pytest.raises(ModelIntegrityError, match="checksum mismatch for blazeface.ncnn.bin"):
+        verify_artifact(artifact)
