@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgerun.hal.cli",
     "edgerun.profiler.cli",
     "edgerun.serving.cli",
+    "edgerun.camera.cli",
 )
 
 

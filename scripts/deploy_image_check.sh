@@ -25,6 +25,11 @@ NAME=edgerun-image-check
 PORT=${PORT:-18431}
 READY_TIMEOUT_S=${READY_TIMEOUT_S:-240}
 RUN_FLAGS=(--runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --arch "$ARCH")
+if [[ $ARCH != amd64 ]]; then
+    # Under qemu-user the host's x86 CPU topology in /sys and /proc makes onnxruntime's and
+    # LiteRT's cpuinfo crash (SIGSEGV): hide it, as a real arm64 host would show its own.
+    RUN_FLAGS+=(--security-opt mask=/sys/devices/system/cpu:/proc/cpuinfo)
+fi
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*"; }
 die() { log "FAIL: $*"; exit 1; }

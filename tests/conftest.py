@@ -9,7 +9,7 @@ import pytest
 from edgerun.backends.registry import Registry
 from edgerun.hal import HostFS, Platform, detect
 
-pytest_plugins = ("tests.serving_helpers",)  # the serving tests' servers (session fixtures)
+pytest_plugins = ("tests.serving_helpers", "tests.camera_helpers")  # session fixtures: servers, clips
 
 
 @pytest.fixture(scope="session")

@@ -126,6 +126,23 @@ def test_expected_accelerator_drop_ins_exist() -> None:
     assert "char-usb_device rw" in _values(SYSTEMD / "edgerun.service.d/coral-usb.conf", "DeviceAllow")
 
 
+STANDARD_GROUPS = {"video", "plugdev"}   # in Debian's and Ubuntu's base-passwd
+
+
+def test_every_supplementary_group_exists_or_is_created_by_sysusers() -> None:
+    sysusers = SYSTEMD / "sysusers.d" / "edgerun.conf"
+    created = set()
+    for line in sysusers.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            kind, name, gid = line.split()
+            assert (kind, gid) == ("g", "-")
+            created.add(name)
+    named = {group for conf in DROP_INS for value in _values(conf, "SupplementaryGroups")
+             for group in value.split()}
+    assert named <= STANDARD_GROUPS | created
+    assert "apex" in created                   # GROUP="apex" in the udev rules too
+
+
 RULE_TERM = re.compile(r'\s*([A-Z]+(?:\{[\w.-]+\})?)\s*(==|!=|\+=|:=|=)\s*"([^"]*)"\s*')
 
 

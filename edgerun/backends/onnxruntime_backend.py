@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: CPU by default, explicit execution providers, thread count option."""
+"""ONNX Runtime backend: CPU by default, explicit execution providers, thread and memory-arena options."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, InferenceError, ModelLoadError
+from ..errors import BackendUnavailableError, InferenceError, InvalidInputError, ModelLoadError
 from ..hal import Platform
 from ..types import TensorSpec
 from ._imports import has_module, require
@@ -24,9 +24,30 @@ _ORT_TYPES = {
 }
 
 
+_SWITCH = {"1": True, "on": True, "true": True, "0": False, "off": False, "false": False}
+
+
 def _spec(node: Any) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in node.shape)
     return TensorSpec(node.name, shape, np.dtype(_ORT_TYPES.get(node.type, "float32")))
+
+
+def _switch(key: str, value: str) -> bool:
+    try:
+        return _SWITCH[value.strip().lower()]
+    except KeyError:
+        raise InvalidInputError(f"onnxruntime option {key}={value!r}: use on/off, true/false or 1/0"
+                                ) from None
+
+
+def ort_strings(name: str, array: np.ndarray) -> np.ndarray:
+    """A string tensor as onnxruntime reads it: str elements (bytes are decoded as UTF-8;
+    onnxruntime itself would turn b"a" into the text "b'a'")."""
+    try:
+        text = [x.decode("utf-8") if isinstance(x, bytes) else x for x in array.reshape(-1).tolist()]
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"input {name!r}: onnxruntime string tensors must be UTF-8") from None
+    return np.array(text, dtype=object).reshape(array.shape)
 
 
 class OnnxRuntimeSession(BaseSession):
@@ -43,10 +64,14 @@ class OnnxRuntimeSession(BaseSession):
         self.providers = providers
         self._session = session
         self._output_names = [spec.name for spec in self.output_specs]
+        self._string_inputs = [spec.name for spec in self.input_specs if spec.dtype == object]
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
+        feeds = dict(inputs)
+        for name in self._string_inputs:
+            feeds[name] = ort_strings(name, feeds[name])
         try:
-            outputs = self._session.run(self._output_names, dict(inputs))
+            outputs = self._session.run(self._output_names, feeds)
         except Exception as exc:  # vendor boundary: any runtime failure becomes ours
             raise InferenceError(f"onnxruntime failed to run the model: {exc}") from exc
         return dict(zip(self._output_names, outputs, strict=True))
@@ -57,7 +82,12 @@ class OnnxRuntimeSession(BaseSession):
 
 
 class OnnxRuntimeBackend:
-    """Loads ``.onnx`` files with onnxruntime."""
+    """Loads ``.onnx`` files with onnxruntime.
+
+    ``LoadOptions.extra``: ``cpu_mem_arena`` on/off (default: onnxruntime's, on) — off returns
+    intermediate buffers to the allocator after each run instead of keeping an arena that grows
+    to the largest batch seen.
+    """
 
     name = "onnxruntime"
     formats = ("onnx",)
@@ -81,6 +111,8 @@ class OnnxRuntimeBackend:
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if options.threads:
             session_options.intra_op_num_threads = options.threads
+        if "cpu_mem_arena" in options.extra:
+            session_options.enable_cpu_mem_arena = _switch("cpu_mem_arena", options.extra["cpu_mem_arena"])
         try:
             session = ort.InferenceSession(str(artifact), session_options, providers=providers)
         except Exception as exc:  # vendor boundary: InvalidProtobuf, NoSuchFile, Fail, ...

@@ -17,7 +17,9 @@ from .errors import install_error_handlers
 from .image import image_router
 from .middleware import ServiceMiddleware
 from .service import Service
+from .streams import install_streams
 from .v2 import v2_router
+from .web import web_router
 
 
 def _lifespan(service: Service) -> Any:
@@ -73,6 +75,8 @@ def create_app(config: ServeConfig, hooks: LifecycleHooks | None = None) -> Fast
     install_error_handlers(app)
     app.include_router(v2_router(service))
     app.include_router(image_router(service))
+    app.include_router(web_router(service))
+    install_streams(app, service)
     _metrics_route(app, service)
     app.add_middleware(ServiceMiddleware, service=service)
     app.openapi = _openapi(app)  # type: ignore[method-assign]

@@ -45,13 +45,18 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = build_config(args)
-    from .runner import serve
+    from ..sdnotify import Watchdog
+    from .runner import serve, systemd_hooks
     from .service import check_models
 
     check_models(config)
 
     _configure_logging(args.verbose)
-    return serve(config)
+    watchdog = Watchdog()
+    try:
+        return serve(config, systemd_hooks(config, watchdog))
+    finally:
+        watchdog.stop()
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:

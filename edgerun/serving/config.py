@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,16 @@ class ServeConfig:
     request_timeout_s: float = 30.0      # queue + inference, per request
     graceful_timeout_s: float = 30.0     # how long SIGTERM waits for in-flight requests
     access_log: bool = True
+    max_streams: int = 4                 # video streams running at once (POST /v1/streams)
+    streams: tuple[Mapping[str, Any], ...] = ()   # streams started with the service (POST bodies)
     settings: Settings = field(default_factory=Settings.from_env)
 
     def model_config(self, name: str) -> ModelConfig:
         """The configured settings for ``name``, or the defaults."""
         return next((m for m in self.models if m.name == name), ModelConfig(name))
+
+
+WorkingHook = Callable[[], AbstractContextManager[object]]
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class LifecycleHooks:
     on_ready: Callable[[], None] | None = None        # start-up models loaded and warmed up
     on_stopping: Callable[[], None] | None = None     # shutdown began (SIGTERM or lifespan end)
     on_failed: Callable[[str], None] | None = None    # a start-up model could not be loaded
+    working: WorkingHook | None = None                # wraps every model execution (watchdog progress)
 
 
 def _check_type(value: Any, kind: type, where: str) -> Any:
@@ -81,6 +88,7 @@ _MODEL_TYPES: dict[str, type] = {
 _SERVE_TYPES: dict[str, type] = {
     "host": str, "port": int, "api_key": str, "max_body_bytes": int,
     "request_timeout_s": float, "graceful_timeout_s": float, "access_log": bool,
+    "max_streams": int,
 }
 
 
@@ -131,6 +139,7 @@ def validate_serve(config: ServeConfig) -> ServeConfig:
     checks = [
         (0 <= config.port <= 65535, "port must be in 0..65535"),
         (config.max_body_bytes >= 1024, "max_body_bytes must be >= 1024"),
+        (0 <= config.max_streams <= 64, "max_streams must be in 0..64"),
         (config.request_timeout_s > 0, "request_timeout_s must be > 0"),
         (config.graceful_timeout_s > 0, "graceful_timeout_s must be > 0"),
         (not duplicates, f"models served twice under one name: {duplicates}"),
@@ -168,7 +177,10 @@ def config_from_mapping(data: Mapping[str, Any], where: str = "config") -> Serve
     """A ServeConfig from parsed file content; ``models`` is a list of names/paths or tables."""
     values = dict(data)
     models = values.pop("models", None)
-    config = ServeConfig(**_typed(values, _SERVE_TYPES, where))
+    streams = values.pop("streams", [])
+    if not isinstance(streams, list) or not all(isinstance(s, Mapping) and "source" in s for s in streams):
+        raise InvalidInputError(f"{where}.streams must be a list of tables with a 'source'")
+    config = ServeConfig(**_typed(values, _SERVE_TYPES, where), streams=tuple(streams))
     if models is not None:
         if not isinstance(models, list):
             raise InvalidInputError(f"{where}.models must be a list")

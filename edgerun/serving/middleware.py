@@ -16,7 +16,7 @@ from .service import Service
 
 access_log = logging.getLogger("edgerun.serving.access")
 
-OPEN_PATHS = frozenset({"/v2/health/live"})  # liveness needs no key
+OPEN_PATHS = frozenset({"/v2/health/live", "/"})  # liveness and the web page (it asks for the key)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import signal
 from types import FrameType
 
+from .. import sdnotify
 from .config import LifecycleHooks, ServeConfig
 
 log = logging.getLogger(__name__)
@@ -17,12 +20,32 @@ def _after_graceful_stop(sig: int, frame: FrameType | None) -> None:
     """uvicorn re-raises the stop signal once it has shut down; receiving it here keeps exit 0."""
 
 
+def systemd_hooks(config: ServeConfig, watchdog: sdnotify.Watchdog) -> LifecycleHooks:
+    """systemd's notify protocol at the life-cycle points (each a no-op without $NOTIFY_SOCKET):
+    READY=1 and the watchdog pings once start-up is complete, a ping per tick only while
+    inferences finish (or none is running), STOPPING=1 when shutdown begins."""
+    names = ", ".join(m.name for m in config.models)
+
+    def ready() -> None:
+        sdnotify.ready(f"serving {names}")
+        watchdog.start()
+
+    def stopping() -> None:
+        sdnotify.stopping()
+
+    def failed(reason: str) -> None:
+        sdnotify.status(f"start-up failed: {reason}")
+
+    return LifecycleHooks(on_ready=ready, on_stopping=stopping, on_failed=failed, working=watchdog.working)
+
+
 def serve(config: ServeConfig, hooks: LifecycleHooks | None = None) -> int:
     """Serve until SIGTERM/SIGINT. 0 after a graceful stop, 1 when start-up failed.
 
     Life-cycle points, for systemd's sd_notify or similar, are ``hooks``: on_ready (every start-up
     model loaded and warmed up), on_stopping (a stop signal arrived; in-flight requests finish
-    next), on_failed (a start-up model could not be loaded; the server then stops).
+    next), on_failed (a start-up model could not be loaded; the server then stops); ``working``
+    wraps each model execution. on_ready waits for the listening socket too.
     """
     import uvicorn
 
@@ -37,7 +60,15 @@ def serve(config: ServeConfig, hooks: LifecycleHooks | None = None) -> int:
             hooks.on_failed(reason)
         server.should_exit = True
 
-    app = create_app(config, LifecycleHooks(hooks.on_ready, hooks.on_stopping, failed))
+    def ready() -> None:  # models are warm; tell the hook once uvicorn has bound its socket too
+        if hooks.on_ready is None or server.should_exit:
+            return
+        if server.started:
+            hooks.on_ready()
+        else:
+            asyncio.get_running_loop().call_later(0.01, ready)
+
+    app = create_app(config, dataclasses.replace(hooks, on_ready=ready, on_failed=failed))
     service = app.state.service
 
     class Server(uvicorn.Server):

@@ -120,7 +120,8 @@ class Service:
         model = self.config.model_config(name)
         entry = self._entries.setdefault(name, Entry(name, LOADING))
         try:
-            runner = await asyncio.to_thread(load_runner, model, self.config, self.repository, self.metrics)
+            runner = await asyncio.to_thread(load_runner, model, self.config, self.repository, self.metrics,
+                                             self.hooks.working)
         except Exception as exc:
             if entry.runner is None:
                 entry.state, entry.reason = UNAVAILABLE, str(exc)

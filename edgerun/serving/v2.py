@@ -63,20 +63,6 @@ def check_inputs(inputs: Tensors, runner: ModelRunner) -> None:
                                     f"(max_batch_size of model {runner.name})")
 
 
-def session_inputs(inputs: Tensors, runner: ModelRunner) -> Tensors:
-    """onnxruntime takes string tensors as str elements: decode BYTES inputs for it (UTF-8 only)."""
-    if runner.backend != "onnxruntime":
-        return inputs
-    adapted = dict(inputs)
-    for name, array in inputs.items():
-        if array.dtype == object:
-            try:
-                adapted[name] = np.vectorize(bytes.decode, otypes=[object])(array) if array.size else array
-            except UnicodeDecodeError:
-                raise InvalidInputError(f"input {name!r}: onnxruntime strings must be UTF-8") from None
-    return adapted
-
-
 def _flag(value: Any, what: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidInputError(f"{what} must be true or false, got {value!r}")
@@ -159,7 +145,7 @@ async def run_inference(service: Service, request: Request, runner: ModelRunner)
         plan = _plan_outputs(decoded, runner)
         timeout = _timeout_s(decoded, service.config.request_timeout_s)
         decoded_at = time.perf_counter_ns()
-        results, timing = await runner.infer(session_inputs(decoded.inputs, runner), timeout)
+        results, timing = await runner.infer(decoded.inputs, timeout)
         inferred_at = time.perf_counter_ns()
         header: dict[str, object] = {"model_name": runner.name, "model_version": VERSION}
         if decoded.request.id is not None:
