@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import raw_call  # benchmarks/ is on sys.path when run as a script
 
 from edgerun.backends.base import LoadOptions
 from edgerun.predictor import Predictor
@@ -29,25 +30,6 @@ SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "chelsea.png"
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
-
-
-def raw_call(predictor: Predictor, inputs: dict[str, np.ndarray]) -> Callable[[], Any]:
-    """The vendor call that Session.infer wraps, on the very same runtime object."""
-    session: Any = predictor.session
-    if predictor.backend_name == "onnxruntime":
-        ort_session, names = session._session, [s.name for s in session.output_specs]
-        return lambda: ort_session.run(names, inputs)
-    interpreter = session._interpreter
-    input_index = interpreter.get_input_details()[0]["index"]
-    output_indices = [d["index"] for d in interpreter.get_output_details()]
-    tensor = next(iter(inputs.values()))
-
-    def invoke() -> list[np.ndarray]:
-        interpreter.set_tensor(input_index, tensor)
-        interpreter.invoke()
-        return [interpreter.get_tensor(i) for i in output_indices]
-
-    return invoke
 
 
 def interleaved(calls: dict[str, Callable[[], Any]], runs: int, warmup: int) -> dict[str, list[float]]:
@@ -66,7 +48,7 @@ def bench_backend(backend: str, args: argparse.Namespace) -> None:
     with Predictor.open(args.model, backend=backend, options=LoadOptions(threads=args.threads)) as predictor:
         image = SAMPLE.read_bytes()
         inputs, _ = predictor.preprocess(decode_image(image))
-        times = interleaved({"raw": raw_call(predictor, inputs),
+        times = interleaved({"raw": raw_call(predictor.session, inputs),
                              "session.infer": lambda: predictor.session.infer(inputs)},
                             args.runs, args.warmup)
         raw50, raw90 = percentile(times["raw"], 50), percentile(times["raw"], 90)

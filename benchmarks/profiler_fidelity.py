@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from common import raw_call  # benchmarks/ is on sys.path when run as a script
 
 from edgerun.backends.base import LoadOptions, Session
 from edgerun.hal import HostFS
@@ -30,25 +31,6 @@ from edgerun.profiler.runner import BackendRun, Host, ProfileConfig, Profiler
 from edgerun.profiler.scenarios import Budget, run_scenario, synthetic_inputs
 from edgerun.profiler.stats import percentile_ns
 from edgerun.repository import BUILTIN_MODELS, ModelRepository
-
-
-def raw_call(session: Session, inputs: dict[str, np.ndarray]) -> Callable[[], Any]:
-    """The vendor call that Session.infer wraps, on the same runtime object."""
-    inner: Any = session
-    if session.backend_name == "onnxruntime":
-        runtime, names = inner._session, [spec.name for spec in session.output_specs]
-        return lambda: runtime.run(names, inputs)
-    interpreter = inner._interpreter
-    index = interpreter.get_input_details()[0]["index"]
-    outputs = [d["index"] for d in interpreter.get_output_details()]
-    tensor = next(iter(inputs.values()))
-
-    def invoke() -> list[np.ndarray]:
-        interpreter.set_tensor(index, tensor)
-        interpreter.invoke()
-        return [interpreter.get_tensor(i) for i in outputs]
-
-    return invoke
 
 
 def independent_loop(call: Callable[[], Any], runs: int) -> list[int]:
