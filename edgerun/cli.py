@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgerun.profiler.cli",
     "edgerun.serving.cli",
     "edgerun.camera.cli",
+    "edgerun.optimize.cli",
 )
 
 

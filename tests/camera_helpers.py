@@ -4,6 +4,7 @@ SSE readers, Chromium driven over the DevTools protocol (pipe), and the server t
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -56,6 +57,14 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+POOL_THREADS = ("asyncio_", "edgerun-", "ThreadPoolExecutor-", "AnyIO worker")  # grow on demand
+
+
+def lasting_threads() -> set[str]:
+    """Threads that are not workers of a pool (pools start workers lazily and keep them)."""
+    return {t.name for t in threading.enumerate() if not t.name.startswith(POOL_THREADS)}
+
+
 def stream_threads(stream_id: str | None = None) -> list[str]:
     prefix = STREAM_THREAD_PREFIX + (f"{stream_id}-" if stream_id else "")
     return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
@@ -81,10 +90,8 @@ class _Conn:
 
     def close(self) -> None:
         for action in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self.reader.close, self.sock.close):
-            try:
+            with contextlib.suppress(OSError):
                 action()
-            except OSError:
-                pass
 
 
 class RtspRelay:
@@ -368,10 +375,8 @@ class Chromium:
         return reply["result"]
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(AssertionError, OSError):
             self.send("Browser.close", timeout=5)
-        except (AssertionError, OSError):
-            pass
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -389,7 +394,8 @@ class Page:
     def __init__(self, browser: Chromium, width: int = 1280, height: int = 1100) -> None:
         self.browser = browser
         target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self.session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        attached = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})
+        self.session = attached["sessionId"]
         for domain in ("Page.enable", "Runtime.enable"):
             self.send(domain)
         self.send("Emulation.setDeviceMetricsOverride",

@@ -56,7 +56,8 @@ def test_run_writes_annotated_video_and_one_json_line_per_frame(clip: Path, tmp_
     assert min(np.median(np.abs(row - BOX_COLOR).sum(axis=1)) for row in rows) < 90
 
 
-def test_run_on_an_image_folder_writes_jpeg_frames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_on_an_image_glob_writes_jpeg_frames(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "frames"
     status = main(["run", "--source", str(SAMPLES / "*.png"), "--model", "mobilenet_v2", "--backend",
                    "onnxruntime", "--output", str(out), "--max-frames", "2", "--json"])

@@ -3,8 +3,14 @@ and SSE feeds parsed; metrics and readiness; bad input -> clear 4xx; no threads 
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +24,17 @@ from edgerun.camera.capture import cv2_module
 from edgerun.config import Settings
 from edgerun.serving import ModelConfig, ServeConfig, create_app
 
-from .camera_helpers import MAX_STREAMS, Publisher, RtspRelay, read_mjpeg, read_sse, stream_threads, wait_for
+from .camera_helpers import (
+    MAX_STREAMS,
+    Publisher,
+    RtspRelay,
+    lasting_threads,
+    read_mjpeg,
+    read_sse,
+    stream_threads,
+    wait_for,
+)
+from .helpers import REPO
 from .serving_helpers import ServerThread
 
 
@@ -62,7 +78,8 @@ def test_file_stream_feeds_results_mjpeg_sse_and_metrics(http: httpx.Client, cli
     assert [int(e["id"]) for e in events] == [e["data"]["seq"] for e in events]
     assert [e["data"]["seq"] for e in events] == sorted({e["data"]["seq"] for e in events})
     for event in events:
-        assert len(event["data"]["detections"]) == 1 and event["data"]["detections"][0]["label"] == "face"
+        assert event["data"]["stream"] == stream_id and len(event["data"]["detections"]) == 1
+        assert event["data"]["detections"][0]["label"] == "face"
         assert event["data"]["image_size"] == [256, 256] and event["data"]["timings_ms"]["infer"] > 0
 
     content_type, parts = read_mjpeg(http, f"/v1/streams/{stream_id}/mjpeg", 3)
@@ -131,7 +148,7 @@ def test_stream_limit_is_429_and_disturbs_nothing(http: httpx.Client, clip: Path
 def test_rtsp_stream_reconnects_when_the_publisher_comes_back(http: httpx.Client, clip: Path) -> None:
     relay = RtspRelay()
     publisher = Publisher(clip, relay.url)
-    threads_before = threading.active_count()
+    threads_before = lasting_threads()
     try:
         publisher.start(relay)
         stream_id = start(http, relay.url, options={"read_timeout_s": 2, "open_timeout_s": 3})["id"]
@@ -156,7 +173,7 @@ def test_rtsp_stream_reconnects_when_the_publisher_comes_back(http: httpx.Client
     finally:
         publisher.kill()
         relay.close()
-    assert threading.active_count() <= threads_before, [t.name for t in threading.enumerate()]
+    assert lasting_threads() <= threads_before  # no capture, inference, relay or reader thread left
 
 
 def test_http_mjpeg_source_reads_the_service_s_own_feed(http: httpx.Client, camera_server: ServerThread,
@@ -182,3 +199,50 @@ def test_configured_streams_start_with_the_service(clip: Path) -> None:
         assert stream["source"] == str(clip)
         wait_for(lambda: snapshot(client, stream["id"])["frames"]["processed"] >= 2, 10, "frames")
     assert not stream_threads(), stream_threads()  # the app's shutdown stopped the stream
+
+
+def _watch(url: str, received: dict[str, int]) -> None:
+    """Read a feed until the server ends it, counting bytes."""
+    with httpx.Client(timeout=30) as client, client.stream("GET", url) as response:
+        received[url] = 0
+        for chunk in response.iter_raw():
+            received[url] += len(chunk)
+
+
+def test_run_serve_shows_the_stream_and_sigterm_ends_open_feeds(clip: Path) -> None:
+    """`edgerun run --serve`: the stream runs in the service; SIGTERM with an MJPEG and an SSE viewer
+    connected stops promptly with exit status 0 (the feeds end instead of holding the shutdown)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGERUN_")}
+    process = subprocess.Popen([sys.executable, "-m", "edgerun", "run", "--source", str(clip), "--loop",
+                                "--serve", "--port", "0", "--threads", "1"], cwd=REPO, env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    log: list[str] = []
+    reader = threading.Thread(target=lambda: log.extend(process.stderr or []), daemon=True)
+    reader.start()
+    try:
+        found = wait_for(lambda: re.search(r"running on (http://127\.0\.0\.1:\d+)", "".join(log)), 60,
+                         "the server to start")
+        base = found.group(1)
+        with httpx.Client(base_url=base, timeout=30) as http:
+            wait_for(lambda: http.get("/v1/streams/s1").json().get("frames", {}).get("processed", 0) >= 3,
+                     30, "frames from the stream started with the service")
+        received: dict[str, int] = {}
+        watchers = [threading.Thread(target=_watch, args=(f"{base}/v1/streams/s1/{feed}", received))
+                    for feed in ("mjpeg", "events")]
+        for watcher in watchers:
+            watcher.start()
+        wait_for(lambda: len(received) == 2 and all(received.values()), 20, "both feeds flowing")
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0, "".join(log)
+        assert time.monotonic() - started < 10
+        for watcher in watchers:
+            watcher.join(timeout=10)
+            assert not watcher.is_alive()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        reader.join(timeout=10)
+    assert "stream s1 stopped" in "".join(log)

@@ -38,7 +38,8 @@ def _upload(page: Page, model: str, image: Path) -> str:
 def test_page_shows_devices_runs_an_upload_and_plays_a_stream(page: Page, camera_server: ServerThread,
                                                               clip: Path) -> None:
     with camera_server.client() as http:
-        stream_id = http.post("/v1/streams", json={"source": str(clip), "options": {"loop": True}}).json()["id"]
+        body = {"source": str(clip), "options": {"loop": True}}
+        stream_id = http.post("/v1/streams", json=body).json()["id"]
     try:
         page.send("Page.navigate", {"url": f"{camera_server.url}/"})
         wait_for(lambda: page.evaluate("document.getElementById('model')?.options.length || 0") == 2, 30,
@@ -61,8 +62,8 @@ def test_page_shows_devices_runs_an_upload_and_plays_a_stream(page: Page, camera
             f"document.querySelector('#stream-{stream_id} img')?.naturalWidth || 0") == 256, 30,
             "a live MJPEG frame in the stream card")
         stats = f"document.querySelector('#stream-{stream_id} .stats').innerText"
-        wait_for(lambda: re.match(r"[1-9][0-9.]* fps processed .* [1-9][0-9]* frames", str(page.evaluate(stats))),
-                 10, "stream FPS and frame counts on the page")
+        counted = re.compile(r"[1-9][0-9.]* fps processed .* [1-9][0-9]* frames")
+        wait_for(lambda: counted.match(str(page.evaluate(stats))), 10, "stream FPS and frame counts")
         wait_for(lambda: page.evaluate("document.getElementById('health').textContent") == "ok", 10, "health")
         shot = page.screenshot(ARTIFACTS / "webpage.png")
         assert shot.stat().st_size > 20_000
@@ -74,7 +75,8 @@ def test_page_shows_devices_runs_an_upload_and_plays_a_stream(page: Page, camera
 
 def test_page_reports_api_errors_in_place(page: Page, camera_server: ServerThread) -> None:
     page.send("Page.navigate", {"url": f"{camera_server.url}/"})
-    wait_for(lambda: page.evaluate("document.getElementById('model')?.options.length || 0") == 2, 30, "models")
+    models = "document.getElementById('model')?.options.length || 0"
+    wait_for(lambda: page.evaluate(models) == 2, 30, "models")
     page.set_files("#file", SAMPLES / "ATTRIBUTION.md")
     page.click("#run")
     wait_for(lambda: page.evaluate("document.getElementById('result').dataset.done || ''") == "error", 30,

@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: CPU by default, explicit execution providers, thread and memory-arena options."""
+"""ONNX Runtime backend: CPU by default, explicit execution providers, thread count option."""
 
 from __future__ import annotations
 
@@ -24,20 +24,9 @@ _ORT_TYPES = {
 }
 
 
-_SWITCH = {"1": True, "on": True, "true": True, "0": False, "off": False, "false": False}
-
-
 def _spec(node: Any) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) and d >= 0 else None for d in node.shape)
     return TensorSpec(node.name, shape, np.dtype(_ORT_TYPES.get(node.type, "float32")))
-
-
-def _switch(key: str, value: str) -> bool:
-    try:
-        return _SWITCH[value.strip().lower()]
-    except KeyError:
-        raise InvalidInputError(f"onnxruntime option {key}={value!r}: use on/off, true/false or 1/0"
-                                ) from None
 
 
 def ort_strings(name: str, array: np.ndarray) -> np.ndarray:
@@ -82,12 +71,7 @@ class OnnxRuntimeSession(BaseSession):
 
 
 class OnnxRuntimeBackend:
-    """Loads ``.onnx`` files with onnxruntime.
-
-    ``LoadOptions.extra``: ``cpu_mem_arena`` on/off (default: onnxruntime's, on) — off returns
-    intermediate buffers to the allocator after each run instead of keeping an arena that grows
-    to the largest batch seen.
-    """
+    """Loads ``.onnx`` files with onnxruntime."""
 
     name = "onnxruntime"
     formats = ("onnx",)
@@ -111,8 +95,6 @@ class OnnxRuntimeBackend:
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if options.threads:
             session_options.intra_op_num_threads = options.threads
-        if "cpu_mem_arena" in options.extra:
-            session_options.enable_cpu_mem_arena = _switch("cpu_mem_arena", options.extra["cpu_mem_arena"])
         try:
             session = ort.InferenceSession(str(artifact), session_options, providers=providers)
         except Exception as exc:  # vendor boundary: InvalidProtobuf, NoSuchFile, Fail, ...

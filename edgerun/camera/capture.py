@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,13 +29,20 @@ class SourceError(InvalidInputError):
     http_status = 422
 
 
+def default_decode_threads() -> int:
+    """Half the cores: decoding overlaps inference in the pipeline, so it should not take them all."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 @dataclass(frozen=True)
 class OpenOptions:
-    """How long opening and reading may block, and where the HAL reads the board (for csi://)."""
+    """How long opening and reading may block, FFmpeg's decoder threads, and where the HAL reads the
+    board (for csi://)."""
 
     open_timeout_s: float = 5.0
     read_timeout_s: float = 5.0
     host_root: Path = Path("/")
+    decode_threads: int = field(default_factory=default_decode_threads)
 
 
 class Capture(Protocol):
@@ -126,7 +133,7 @@ class Picamera2Capture:
 
         self.description = f"csi://{camera_num} (picamera2)"
         self.finite = False
-        self.fps = float(fps)
+        self.fps: float | None = float(fps)
         self._camera = Picamera2(camera_num=camera_num)
         try:
             # "RGB888" is laid out [B, G, R] in memory: the order OpenCV and the annotator use.
@@ -152,16 +159,20 @@ class Picamera2Capture:
             self._camera.close()
 
 
-def _timeouts(options: OpenOptions) -> list[int]:
+def _ffmpeg_params(options: OpenOptions) -> list[int]:
+    """Open parameters for FFmpeg captures (cap.set() cannot change these after opening)."""
     cv2 = cv2_module()
-    return [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(options.open_timeout_s * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(options.read_timeout_s * 1000)]
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(options.open_timeout_s * 1000),
+              cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(options.read_timeout_s * 1000)]
+    if hasattr(cv2, "CAP_PROP_N_THREADS"):  # OpenCV >= 4.6
+        params += [cv2.CAP_PROP_N_THREADS, options.decode_threads]
+    return params
 
 
 def _network(spec: SourceSpec, options: OpenOptions) -> Capture:
     cv2 = cv2_module()
     shown = spec.redacted()
-    cap = cv2.VideoCapture(spec.target, cv2.CAP_FFMPEG, _timeouts(options))
+    cap = cv2.VideoCapture(spec.target, cv2.CAP_FFMPEG, _ffmpeg_params(options))
     if not cap.isOpened():
         cap.release()
         raise SourceError(f"cannot open {shown} within {options.open_timeout_s:g} s: unreachable, "
@@ -174,7 +185,7 @@ def _file(spec: SourceSpec, options: OpenOptions) -> Capture:
     if not path.is_file():
         raise SourceError(f"no such video file: {spec.target}")
     cv2 = cv2_module()
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, _timeouts(options))
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, _ffmpeg_params(options))
     if not cap.isOpened():
         cap.release()
         raise SourceError(f"{spec.target} is not a video FFmpeg can read")

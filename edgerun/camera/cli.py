@@ -79,7 +79,8 @@ def run_local(args: argparse.Namespace) -> int:
     settings = _settings(args)
     options = OpenOptions(args.open_timeout, args.open_timeout, settings.host_root)
     lossless = not spec.live and not args.realtime
-    with Predictor.open(args.model or DEFAULT_DETECTOR, backend=args.backend, settings=settings, repository=_repository(settings),
+    with Predictor.open(args.model or DEFAULT_DETECTOR, backend=args.backend, settings=settings,
+                        repository=_repository(settings),
                         options=LoadOptions(threads=settings.threads)) as predictor:
         capture = open_capture(spec, options)
         sinks = _sinks(args, capture.fps)
@@ -117,7 +118,8 @@ def run_served(args: argparse.Namespace) -> int:
                          models=(ModelConfig(model, backend=args.backend, threads=args.threads),),
                          streams=({"source": args.source, "model": model, "options": options},))
     if args.root is not None:
-        config = dataclasses.replace(config, settings=dataclasses.replace(config.settings, host_root=args.root))
+        settings = dataclasses.replace(config.settings, host_root=args.root)
+        config = dataclasses.replace(config, settings=settings)
     _configure_logging(args.verbose)
     return serve(validate_serve(config))
 

@@ -72,9 +72,10 @@ class StreamPipeline:
     def __init__(self, pump: FramePump, infer: Infer, options: PipelineOptions | None = None, *,
                  sinks: Sequence[Sink] = (), on_event: Callable[[dict[str, Any]], None] | None = None,
                  on_jpeg: Callable[[bytes, int], None] | None = None,
-                 wants_jpeg: Callable[[], bool] = lambda: False) -> None:
+                 wants_jpeg: Callable[[], bool] = lambda: False, stream_id: str | None = None) -> None:
         self.pump = pump
         self.name = pump.name
+        self.stream_id = stream_id or pump.name  # the "stream" field of each event
         self.options = options or PipelineOptions()
         self._infer = infer
         self._sinks = list(sinks)
@@ -183,7 +184,7 @@ class StreamPipeline:
     def _event(self, item: Processed, timings: dict[str, float]) -> dict[str, Any]:
         payload = item.result.to_dict()
         payload.pop("timings_ms", None)
-        return {"stream": self.name, "seq": item.frame.seq, "captured_at": round(item.frame.wall, 3),
+        return {"stream": self.stream_id, "seq": item.frame.seq, "captured_at": round(item.frame.wall, 3),
                 "latency_ms": round((time.monotonic() - item.frame.monotonic) * 1000, 3),
                 **payload, "timings_ms": {k: round(v, 3) for k, v in timings.items()}}
 

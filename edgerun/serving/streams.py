@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -48,19 +49,20 @@ class StreamNotFoundError(EdgerunError):
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_fps: float | None = Field(None, gt=0, le=1000, description="cap on inferences per second")
-    loop: bool = Field(False, description="files and folders: start again at the end")
-    realtime: bool = Field(True, description="files: read at the file's frame rate, like a camera")
-    open_timeout_s: float = Field(5.0, gt=0, le=60)
-    read_timeout_s: float = Field(5.0, gt=0, le=60, description="a stalled source reconnects after this")
-    jpeg_quality: int = Field(80, ge=10, le=100)
+    max_fps: float | None = Field(default=None, gt=0, le=1000, description="cap on inferences per second")
+    loop: bool = Field(default=False, description="files and folders: start again at the end")
+    realtime: bool = Field(default=True, description="files: read at the file's frame rate, like a camera")
+    open_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    read_timeout_s: float = Field(default=5.0, gt=0, le=60,
+                                  description="a stalled source reconnects after this")
+    jpeg_quality: int = Field(default=80, ge=10, le=100)
 
 
 class StreamCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
     source: str = Field(min_length=1, max_length=2048, description="rtsp://, http(s)://, v4l2://, "
                         "csi://N, file:// or a path, an image folder or glob")
-    model: str = Field(DEFAULT_DETECTOR, min_length=1, max_length=256)
+    model: str = Field(default=DEFAULT_DETECTOR, min_length=1, max_length=256)
     options: StreamOptions = Field(default_factory=StreamOptions)
 
 
@@ -78,10 +80,8 @@ class Feed:
 
     def publish(self, item: Any) -> None:
         """Thread-safe; the oldest item of a full queue is dropped (slow viewers skip, never lag)."""
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: the app is gone
             self._loop.call_soon_threadsafe(self._fan_out, item)
-        except RuntimeError:  # the loop is closed: the app is gone
-            pass
 
     def _fan_out(self, item: Any) -> None:
         for queue in self._queues:
@@ -119,7 +119,7 @@ class Stream:
                          loop=options.loop, backoff=Backoff(0.5, 30.0))
         self.pipeline = StreamPipeline(
             pump, infer, PipelineOptions(max_fps=options.max_fps, jpeg_quality=options.jpeg_quality,
-                                         lossless=finite and not options.realtime),
+                                         lossless=finite and not options.realtime), stream_id=stream_id,
             on_event=self.events.publish, on_jpeg=self._jpeg, wants_jpeg=lambda: self.frames.active)
 
     def _jpeg(self, jpeg: bytes, seq: int) -> None:
@@ -157,7 +157,8 @@ class StreamManager:
     def get(self, stream_id: str) -> Stream:
         stream = self.streams.get(stream_id)
         if stream is None:
-            raise StreamNotFoundError(f"no stream {stream_id!r}; streams: {', '.join(self.streams) or 'none'}")
+            known = ", ".join(self.streams) or "none"
+            raise StreamNotFoundError(f"no stream {stream_id!r}; streams: {known}")
         return stream
 
     def _infer(self, model: str, timeout_s: float) -> Infer:
@@ -283,11 +284,11 @@ async def _mjpeg(manager: StreamManager, stream: Stream, request: Request) -> As
     with stream.frames.subscribe() as queue:
         if stream.last_jpeg is not None:
             yield _mjpeg_part(*stream.last_jpeg)
-        while True:
+        while not _ending(manager, stream):
             try:
                 item = await asyncio.wait_for(queue.get(), IDLE_S)
             except asyncio.TimeoutError:
-                if await _gone(manager, stream, request):
+                if await request.is_disconnected():
                     return
                 continue
             if item is None:
@@ -295,9 +296,9 @@ async def _mjpeg(manager: StreamManager, stream: Stream, request: Request) -> As
             yield _mjpeg_part(*item)
 
 
-async def _gone(manager: StreamManager, stream: Stream, request: Request) -> bool:
-    return (manager.closing or manager.service.stopping or stream.id not in manager.streams
-            or await request.is_disconnected())
+def _ending(manager: StreamManager, stream: Stream) -> bool:
+    """Feeds end when the stream is deleted or the server shuts down (SIGTERM must not wait on them)."""
+    return manager.closing or manager.service.stopping or stream.id not in manager.streams
 
 
 def _sse(event: str, data: Mapping[str, Any], event_id: int | None = None) -> bytes:
@@ -310,12 +311,12 @@ async def _events(manager: StreamManager, stream: Stream, request: Request) -> A
         state = stream.pipeline.state
         yield _sse("state", {"stream": stream.id, "state": state, "error": stream.pipeline.error})
         quiet_since = time.monotonic()
-        while True:
+        while not _ending(manager, stream):
             try:
                 item = await asyncio.wait_for(queue.get(), IDLE_S)
             except asyncio.TimeoutError:
                 item = ...
-            if item is None or (item is ... and await _gone(manager, stream, request)):
+            if item is None or (item is ... and await request.is_disconnected()):
                 return
             if stream.pipeline.state != state:
                 state = stream.pipeline.state

@@ -195,6 +195,22 @@ def model_config(runner: ModelRunner) -> dict[str, Any]:
     return config
 
 
+def _infer_doc() -> dict[str, Any]:
+    """OpenAPI of the infer routes: JSON or binary-extension bodies both ways (parsed by hand)."""
+    binary = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    header_length = {"schema": {"type": "integer", "minimum": 0}, "description": "binary tensor "
+                     "extension: bytes of JSON at the start of the body (raw tensor bytes follow)"}
+    header_parameter = {"name": "Inference-Header-Content-Length", "in": "header", **header_length}
+    result = {"model": wire.InferResponse, "content": binary,
+              "headers": {"Inference-Header-Content-Length": header_length},
+              "description": "inference result: JSON, or JSON then binary outputs when the "
+                             "Inference-Header-Content-Length response header is present"}
+    body = {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}, **binary}}
+    return {"responses": {200: result, **wire.ERROR_RESPONSES},
+            "openapi_extra": {"parameters": [header_parameter], "requestBody": body}}
+
+
 ModelHandler = Callable[[Request, str, str | None], Awaitable[Any]]
 
 
@@ -258,17 +274,12 @@ def _model_routes(router: APIRouter, service: Service) -> None:
     async def stats(request: Request, name: str, version: str | None) -> dict[str, Any]:
         return {"model_stats": [service.runner(name, version).stats.to_dict()]}
 
-    body_doc = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
     _add_model_route(router, "", metadata, "model_metadata", ["GET"],
                      response_model=wire.ModelMetadata, responses=errors)
     not_ready = {503: {"model": wire.ModelReadyResponse, "description": "known but not ready"}}
     _add_model_route(router, "/ready", ready, "model_ready", ["GET"],
                      response_model=wire.ModelReadyResponse, responses={**errors, **not_ready})
-    _add_model_route(router, "/infer", infer, "model_infer", ["POST"], responses={
-        200: {"model": wire.InferResponse, "description": "inference result"}, **errors},
-        openapi_extra=body_doc)
+    _add_model_route(router, "/infer", infer, "model_infer", ["POST"], **_infer_doc())
     _add_model_route(router, "/config", config, "model_config", ["GET"],
                      response_model=wire.ModelConfigResponse, responses=errors)
     _add_model_route(router, "/stats", stats, "model_stats", ["GET"],

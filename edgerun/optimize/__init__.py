@@ -1,0 +1,1 @@
+"""Model optimisation for `edgerun optimize`: int8/fp16 conversion, accuracy report, per-target builds."""
