@@ -1,5 +1,6 @@
 """Real clients against a real `edgerun serve` process: Triton's perf_analyzer and schemathesis (fuzzing
-and positive cases checked against the app's OpenAPI); and BYTES tensors on onnxruntime."""
+and positive cases checked against the app's OpenAPI); BYTES tensors on onnxruntime; the runtime options
+the service loads models with (what benchmarks/serving.py gives KServe too)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ import tritonclient.http as triton
 
 from edgerun.backends.base import LoadOptions
 from edgerun.backends.onnxruntime_backend import OnnxRuntimeBackend
+from edgerun.config import Settings
 from edgerun.errors import InvalidInputError
+from edgerun.serving import ModelConfig, ServeConfig
+from edgerun.serving.execution import default_threads, load_options, release_free_heap
 
 from .helpers import SAMPLES
 from .serving_helpers import V2_SAMPLES, ServerThread, binary_body
@@ -180,3 +184,15 @@ def test_bytes_over_v2_reach_onnxruntime_as_text(served: ServerThread) -> None:
                              headers={"Inference-Header-Content-Length": str(length)})
     assert response.status_code == 400 and "UTF-8" in response.json()["error"], response.text
     assert json.loads(httpx.get(f"{served.url}/v2/health/live").text) == {"live": True}
+
+
+def test_runtime_threads_share_the_cpus_between_instances() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert default_threads(1) == cpus and default_threads(2) == max(1, cpus // 2)
+    assert default_threads(cpus * 4) == 1
+    config = ServeConfig(settings=Settings())
+    assert load_options(ModelConfig("m"), config).threads == max(1, cpus // 2)   # 2 instances by default
+    assert load_options(ModelConfig("m", instances=1), config).threads == cpus
+    assert load_options(ModelConfig("m", threads=3), config).threads == 3
+    assert load_options(ModelConfig("m"), ServeConfig(settings=Settings(threads=5))).threads == 5
+    release_free_heap()  # glibc's malloc_trim here; must not fail where it is missing either
