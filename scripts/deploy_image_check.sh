@@ -122,20 +122,6 @@ stop_cleanly() {
 SYSTEMD_NAME=edgerun-systemd-check
 SYSTEMD_IMAGE=localhost/edgerun-systemd:check-$ARCH
 
-write_launcher() {  # until `edgerun serve` notifies systemd itself: the same wiring, as a drop-in
-    printf '[Service]\nExecStart=\nExecStart=/opt/edgerun/bin/python /opt/launch/serve.py\n' \
-        > "$1/systemd/edgerun.service.d/zz-launch.conf"
-    cat > "$1/launch/serve.py" <<'PY'
-import sys
-from edgerun import sdnotify
-from edgerun.serving import LifecycleHooks, ServeConfig, serve
-watchdog = sdnotify.Watchdog()
-def on_ready(): sdnotify.ready("serving"); watchdog.start()
-def on_stopping(): sdnotify.stopping(); watchdog.stop()
-sys.exit(serve(ServeConfig(host="127.0.0.1", port=8000), LifecycleHooks(on_ready, on_stopping)))
-PY
-}
-
 systemd_image() {
     local base=localhost/edgerun-systemd-base:bookworm-$ARCH tarball=$WORK/bookworm-$ARCH-systemd.tar
     local dir=$WORK/systemd-context
@@ -149,10 +135,6 @@ systemd_image() {
     # once dev-apex_0.device times out (90 s).
     rm "$dir/systemd/edgerun.service.d/coral-pcie.conf"
     cp "$REPO/samples/chelsea.png" "$dir/launch/"
-    if ! grep -rqs "sdnotify" "$REPO/edgerun/serving"; then
-        log "edgerun serve does not notify systemd itself yet: launcher drop-in with LifecycleHooks"
-        write_launcher "$dir"
-    fi
     # binfmt_misc is host-wide: the privileged container's systemd must not touch its handlers.
     printf '%s\n' "FROM $base" "COPY --from=$IMAGE /opt/edgerun /opt/edgerun" \
         "COPY systemd/edgerun.service /etc/systemd/system/edgerun.service" \
