@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .argtypes import positive_int
 from .backends.base import LoadOptions
 from .backends.registry import Registry
 from .config import Settings
@@ -120,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("image", help="image file (PNG, JPEG, ...)")
     predict.add_argument("--model", default=None, help="model name or path (default: mobilenet_v2)")
     predict.add_argument("--backend", default=None, help="force a backend (see `edgerun backends`)")
-    predict.add_argument("--top-k", type=int, default=None, help="classes to show (classification)")
-    predict.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
+    predict.add_argument("--top-k", type=positive_int, default=None, help="classes to show (classification)")
+    predict.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the runtime")
     predict.set_defaults(handler=cmd_predict)
 
     models = commands.add_parser("models", parents=[common], help="list model packages")

@@ -7,30 +7,11 @@ import copy
 import sys
 from pathlib import Path
 
+from ..argtypes import count, fraction
 from ..errors import InvalidInputError
 
 TARGET_CHOICES = ("tensorrt", "edgetpu", "rknn", "litert")
 METHOD_CHOICES = ("percentile", "minmax", "entropy")
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -75,10 +56,10 @@ def _add_int8_options(parser: argparse.ArgumentParser) -> None:
         metavar="NODE_OR_OP",
         help="leave this node (or every node of this op type) unquantised; repeatable",
     )
-    parser.add_argument("--max-calibration", type=_count, default=300, help="images used at most (300)")
+    parser.add_argument("--max-calibration", type=count, default=300, help="images used at most (300)")
     parser.add_argument(
         "--min-agreement",
-        type=_fraction,
+        type=fraction,
         default=None,
         help="refuse to write a model whose top-1 agreement is below this (0.8)",
     )
@@ -90,7 +71,7 @@ def _add_target_and_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trt-version", default="10.3.0", help="TensorRT version the cache is for (10.3.0)")
     parser.add_argument("--output", type=Path, default=None, help="package folder to write")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
-    parser.add_argument("--latency-runs", type=_count, default=50, help="profiler runs per model (0: skip)")
+    parser.add_argument("--latency-runs", type=count, default=50, help="profiler runs per model (0: skip)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
     parser.add_argument(
         "--json",

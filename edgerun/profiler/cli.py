@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from ..argtypes import count, non_negative_float, positive_float, positive_int
 from .scenarios import SCENARIOS, Progress
 
 if TYPE_CHECKING:
@@ -62,45 +62,6 @@ class ProgressBar:
         self._end_line()
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _number(text: str, zero_ok: bool) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value >= 0 if zero_ok else value > 0) or math.isinf(value):
-        raise argparse.ArgumentTypeError(
-            f"expected a {'non-negative' if zero_ok else 'positive'} number, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    return _number(text, zero_ok=False)
-
-
-def _non_negative_float(text: str) -> float:
-    return _number(text, zero_ok=True)
-
-
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add the `profile` subcommand (its --json takes an optional FILE, replacing the common flag)."""
     # argparse shares a parent's action objects with every child, and "resolve" edits the
@@ -120,14 +81,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="backend name, or 'all' to compare every available backend")
     parser.add_argument("--scenario", choices=SCENARIOS, default="single-stream")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--runs", type=_positive_int, help="measured queries (default 200)")
-    budget.add_argument("--duration", type=_positive_float, help="measure for S seconds instead")
-    parser.add_argument("--warmup", type=_count, default=10, help="unmeasured queries after the first (10)")
-    parser.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for the runtime")
-    parser.add_argument("--batch", type=_positive_int, default=None,
+    budget.add_argument("--runs", type=positive_int, help="measured queries (default 200)")
+    budget.add_argument("--duration", type=positive_float, help="measure for S seconds instead")
+    parser.add_argument("--warmup", type=count, default=10, help="unmeasured queries after the first (10)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the runtime")
+    parser.add_argument("--batch", type=positive_int, default=None,
                         help="samples per query (offline default 8 where the model's batch is dynamic)")
-    parser.add_argument("--qps", type=_positive_float, default=None, help="server scenario arrival rate")
-    parser.add_argument("--latency-bound-ms", type=_positive_float, default=100.0,
+    parser.add_argument("--qps", type=positive_float, default=None, help="server scenario arrival rate")
+    parser.add_argument("--latency-bound-ms", type=positive_float, default=100.0,
                         help="server scenario latency bound (100 ms, LoadGen's default)")
     parser.add_argument("--reference", default=None,
                         help="model whose fp32 ONNX on onnxruntime is the top-1 reference "
@@ -137,11 +98,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_power_and_output_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--idle", type=_non_negative_float, default=2.0,
+    parser.add_argument("--idle", type=non_negative_float, default=2.0,
                         help="seconds of idle power baseline before the run (2; 0 skips)")
     parser.add_argument("--subtract-idle", action="store_true",
                         help="report energy per inference above the idle baseline")
-    parser.add_argument("--power-interval", type=_positive_float, default=0.1,
+    parser.add_argument("--power-interval", type=positive_float, default=0.1,
                         help="power sampling interval in seconds (0.1)")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                         help="write the JSON report to FILE; without FILE print it instead of the table")
