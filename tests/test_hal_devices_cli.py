@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from edgerun.hal import HostFS, detect
 from edgerun.hal.cli import cmd_devices, devices_report
 from edgerun.hal.snapshot import take_snapshot
 
-from .helpers import BOARDS, copy_device_tree, device_tree
+from .helpers import BOARDS, REPO, copy_device_tree, device_tree
 
 
 def _text(root: Path, capsys: pytest.CaptureFixture[str]) -> str:
@@ -77,6 +78,13 @@ def test_snapshot_of_a_tree_detects_the_same_platform(board: str, tmp_path: Path
     )
     assert copied.facts == original.facts and copied.emulated
     assert all(manifest["access"][a.node] == "ok" for a in original.accelerator_details if a.node)
+    # git drops empty directories: a snapshot (like every shipped tree) must have none
+    assert [d for d, subdirs, files in os.walk(tmp_path / "snap") if not subdirs and not files] == []
+
+
+def test_shipped_device_trees_have_no_empty_directories() -> None:
+    empty = [d for d, subdirs, files in os.walk(REPO / "devices") if not subdirs and not files]
+    assert empty == []
 
 
 def test_snapshot_of_this_host_and_refusal_of_a_non_empty_directory(

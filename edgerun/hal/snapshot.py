@@ -89,6 +89,12 @@ def _write(target: Path, data: bytes) -> None:
     target.write_bytes(data)
 
 
+def _keep_dir(folder: Path) -> None:
+    """Create a sysfs directory with the (empty) ``uevent`` file real driver and module directories
+    have, so that the tree survives version control, which drops empty directories."""
+    _write(folder / "uevent", b"")
+
+
 def _redact(data: bytes) -> bytes:
     for pattern, replacement in _REDACT:
         data = pattern.sub(replacement, data)
@@ -113,13 +119,13 @@ def _copy_links_and_nodes(fs: HostFS, dest: Path) -> dict[str, str]:
     for pattern, bus in DRIVER_LINKS.items():
         for link in fs.glob(pattern):
             driver = fs.realpath(link).rsplit("/", 1)[-1]
-            (dest / f"sys/bus/{bus}/drivers/{driver}").mkdir(parents=True, exist_ok=True)
+            _keep_dir(dest / f"sys/bus/{bus}/drivers/{driver}")
             target = dest / link.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             os.symlink(f"/sys/bus/{bus}/drivers/{driver}", target)
     for marker in MARKER_DIRS:
         if fs.is_dir(marker):
-            (dest / marker.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            _keep_dir(dest / marker.lstrip("/"))
     access = {}
     for pattern in ALLOWED_NODES:
         for node in fs.glob(pattern):
