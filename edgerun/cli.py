@@ -24,6 +24,13 @@ from .repository import BUILTIN_MODELS, ModelRepository
 
 EXIT_ERROR = 1
 
+# Optional top-level modules -> the pip extra that installs them (for a one-line error, not a traceback).
+EXTRA_FOR_MODULE = {
+    "fastapi": "serve", "starlette": "serve", "uvicorn": "serve", "multipart": "serve",
+    "python_multipart": "serve", "prometheus_client": "serve", "PIL": "vision", "cv2": "camera",
+    "onnxruntime": "onnx", "ai_edge_litert": "litert", "onnx": "optimize", "matplotlib": "plot",
+}
+
 # Subcommands that live beside their subsystem. Each module defines
 # register(commands, common) -> None and must stay cheap to import (no runtime or web imports).
 COMMAND_MODULES: tuple[str, ...] = (
@@ -142,6 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except EdgerunError as exc:
         print(f"edgerun: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_FOR_MODULE.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"edgerun: error: {args.command} needs the Python package {exc.name!r}, which is not "
+              f"installed; install it with: pip install 'edgerun[{extra}]'", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

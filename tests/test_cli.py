@@ -102,3 +102,15 @@ def test_importing_edgerun_loads_no_runtime_or_image_library() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_missing_optional_package_names_the_extra(tmp_path: Path) -> None:
+    # A directory that shadows fastapi with a package whose import fails like an absent one.
+    shadow = tmp_path / "fastapi"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'fastapi'\", name='fastapi')\n")
+    done = run_cli("serve", "--port", "0", env={"PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 1
+    assert "pip install 'edgerun[serve]'" in done.stderr
+    assert "Traceback" not in done.stderr
