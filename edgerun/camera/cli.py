@@ -103,9 +103,8 @@ def run_local(args: argparse.Namespace) -> int:
 
 
 def run_served(args: argparse.Namespace) -> int:
-    from ..serving.cli import _configure_logging
+    from ..serving.cli import run_service
     from ..serving.config import ModelConfig, ServeConfig, validate_serve
-    from ..serving.runner import serve
 
     if args.output is not None or args.json_lines is not None or args.max_frames is not None:
         raise InvalidInputError("--serve shows the stream at http://HOST:PORT/ and /v1/streams; "
@@ -120,8 +119,7 @@ def run_served(args: argparse.Namespace) -> int:
     if args.root is not None:
         settings = dataclasses.replace(config.settings, host_root=args.root)
         config = dataclasses.replace(config, settings=settings)
-    _configure_logging(args.verbose)
-    return serve(validate_serve(config))
+    return run_service(validate_serve(config), args.verbose)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

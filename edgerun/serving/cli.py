@@ -43,20 +43,23 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
     return validate_serve(dataclasses.replace(config, **changes))
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    config = build_config(args)
+def run_service(config: ServeConfig, verbose: bool) -> int:
+    """Check the models, then run the service in the foreground, notifying systemd when it asks."""
     from ..sdnotify import Watchdog
     from .runner import serve, systemd_hooks
     from .service import check_models
 
     check_models(config)
-
-    _configure_logging(args.verbose)
+    _configure_logging(verbose)
     watchdog = Watchdog()
     try:
         return serve(config, systemd_hooks(config, watchdog))
     finally:
         watchdog.stop()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return run_service(build_config(args), args.verbose)
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
