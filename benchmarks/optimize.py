@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/optimize.py [--rounds 3] [--runs 100] [--threads 1] [--method percentile]
 
-Calibration: the 12 images in samples/calibration/ (scikit-image CC0/public-domain pictures,
+Calibration: the 10 images in samples/calibration/ (scikit-image CC0/public-domain pictures,
 see samples/ATTRIBUTION.md). Held-out: 52 images made from the four shipped samples
 (chelsea, astronaut, coffee, rocket), none of which is in the calibration set: per sample the
 full image, its mirror, centre crops of 90/80/70 % and their mirrors, the four 80 % corner
