@@ -10,10 +10,9 @@ from pathlib import Path
 from ..errors import BackendUnavailableError
 from ..hal import Platform
 from ..hal.hostfs import ACCESS_OK
-from ._imports import has_module
 from .base import Availability, LoadOptions
 from .delegates import LIBRARY_MISSING, NOT_A_DELEGATE, DelegateFailure, load_external_delegate
-from .litert_backend import INTERPRETER_MODULES, LiteRTSession, open_interpreter
+from .litert_backend import LITERT_MISSING, LiteRTSession, installed_interpreter_package, open_interpreter
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +82,8 @@ class ArmNpuBackend:
     formats = ("tflite",)
 
     def probe(self, platform: Platform) -> Availability:
-        if not any(has_module(m.split(".")[0]) for m in INTERPRETER_MODULES):
-            return Availability.no(
-                "python package ai-edge-litert not installed (pip install 'edgerun[litert]')"
-            )
+        if installed_interpreter_package() is None:
+            return Availability.no(LITERT_MISSING)
         npu = _probe_npu(platform)
         if npu is not None:
             return npu

@@ -9,10 +9,9 @@ from pathlib import Path
 from ..errors import BackendUnavailableError, InvalidInputError
 from ..hal import Accelerator, Platform
 from ..hal.hostfs import ACCESS_DENIED, ACCESS_MISSING
-from ._imports import has_module
 from .base import Availability, LoadOptions
 from .delegates import LIBRARY_MISSING, NOT_A_DELEGATE, DelegateFailure, load_external_delegate
-from .litert_backend import INTERPRETER_MODULES, LiteRTSession, open_interpreter
+from .litert_backend import LITERT_MISSING, LiteRTSession, installed_interpreter_package, open_interpreter
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +95,8 @@ class EdgeTPUBackend:
     formats = ("edgetpu",)
 
     def probe(self, platform: Platform) -> Availability:
-        if not any(has_module(m.split(".")[0]) for m in INTERPRETER_MODULES):
-            return Availability.no(
-                "python package ai-edge-litert not installed (pip install 'edgerun[litert]')"
-            )
+        if installed_interpreter_package() is None:
+            return Availability.no(LITERT_MISSING)
         if "edgetpu" not in platform.libraries:
             return Availability.no(f"{LIBRARY} not found on the library path (install libedgetpu1-std)")
         problem = device_problem(platform, None)

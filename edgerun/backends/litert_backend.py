@@ -17,6 +17,15 @@ from .base import Availability, BaseSession, LoadOptions, Tensors
 INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 
 
+LITERT_MISSING = "python package ai-edge-litert not installed (pip install 'edgerun[litert]')"
+
+
+def installed_interpreter_package() -> str | None:
+    """The first installed LiteRT package (ai_edge_litert preferred), found without importing it."""
+    packages = (module.split(".")[0] for module in INTERPRETER_MODULES)
+    return next((package for package in packages if has_module(package)), None)
+
+
 def interpreter_module() -> Any:
     """The first importable LiteRT interpreter module (ai-edge-litert preferred)."""
     import importlib
@@ -109,10 +118,8 @@ class LiteRTBackend:
     formats = ("tflite",)
 
     def probe(self, platform: Platform) -> Availability:
-        for module in INTERPRETER_MODULES:
-            if has_module(module.split(".")[0]):
-                return Availability.yes(f"{module.split('.')[0]} installed")
-        return Availability.no("python package ai-edge-litert not installed (pip install 'edgerun[litert]')")
+        package = installed_interpreter_package()
+        return Availability.yes(f"{package} installed") if package else Availability.no(LITERT_MISSING)
 
     def load(self, artifact: Path, options: LoadOptions) -> LiteRTSession:
         xnnpack = options.extra.get("xnnpack", "on").lower() not in ("off", "false", "0")
