@@ -20,7 +20,7 @@ from .errors import EdgerunError
 from .hal import HostFS, detect
 from .hal.boards import backend_preference
 from .predictor import ClassificationResult, Predictor, Result
-from .repository import BUILTIN_MODELS, ModelRepository
+from .repository import ModelRepository
 
 EXIT_ERROR = 1
 
@@ -52,7 +52,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _repository(settings: Settings) -> ModelRepository:
-    return ModelRepository((*settings.model_path, BUILTIN_MODELS))
+    return ModelRepository.from_settings(settings)
 
 
 def _print_json(data: Any) -> None:

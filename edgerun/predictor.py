@@ -22,7 +22,7 @@ from .hal.boards import backend_preference
 from .processing import image as img
 from .processing.classify import Classification, softmax, top_k
 from .processing.detect import Detection, decode_blazeface, merge_groups, nms, ssd_anchors
-from .repository import BUILTIN_MODELS, DEFAULT_CLASSIFIER, ModelPackage, ModelRepository, verify_artifact
+from .repository import DEFAULT_CLASSIFIER, ModelPackage, ModelRepository, verify_artifact
 from .types import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def open_session(model: str | Path | None = None, *, backend: str | None = None,
                  settings: Settings | None = None) -> tuple[ModelPackage, Selection, Session]:
     """Find a package, choose a backend, verify the artifact's checksum and load it."""
     settings = settings or Settings.from_env()
-    repository = repository or ModelRepository((*settings.model_path, BUILTIN_MODELS))
+    repository = repository or ModelRepository.from_settings(settings)
     package = repository.get(model or DEFAULT_CLASSIFIER)
     platform = platform or detect(HostFS(settings.host_root))
     selection = (registry or Registry()).select(package, platform, backend or settings.backend,

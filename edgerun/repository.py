@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import Settings
 from .errors import ModelIntegrityError, ModelNotFoundError
 
 MANIFEST = "manifest.json"
@@ -206,6 +207,11 @@ class ModelRepository:
 
     def __init__(self, roots: Sequence[Path] = (BUILTIN_MODELS,)) -> None:
         self.roots = tuple(Path(r) for r in roots)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelRepository:
+        """The folders of EDGERUN_MODEL_PATH first (they may shadow a built-in name), then the built-ins."""
+        return cls((*settings.model_path, BUILTIN_MODELS))
 
     def _candidates(self) -> dict[str, Path]:
         found: dict[str, Path] = {}

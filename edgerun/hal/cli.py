@@ -48,10 +48,10 @@ def _models_report(
     registry: Any, platform: Any, settings: Any, prefer: Sequence[str]
 ) -> list[dict[str, Any]]:
     from ..errors import EdgerunError
-    from ..repository import BUILTIN_MODELS, ModelRepository
+    from ..repository import ModelRepository
 
     rows = []
-    for package in ModelRepository((*settings.model_path, BUILTIN_MODELS)).packages():
+    for package in ModelRepository.from_settings(settings).packages():
         try:
             selection = registry.select(package, platform, settings.backend, prefer=prefer)
         except EdgerunError as exc:

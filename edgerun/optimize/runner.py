@@ -396,7 +396,7 @@ def _write(work: Work) -> None:
 def _start(
     request: OptimizeRequest, settings: Settings, scratch: Path, repository: ModelRepository | None
 ) -> Work:
-    model_package = (repository or ModelRepository((*settings.model_path, BUILTIN_MODELS))).get(request.model)
+    model_package = (repository or ModelRepository.from_settings(settings)).get(request.model)
     source = _source_artifact(model_package, request)
     verify_artifact(source)
     if source.format == "onnx":

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from ..errors import ModelNotFoundError
-from ..repository import BUILTIN_MODELS, ModelRepository
+from ..repository import ModelRepository
 from .config import LifecycleHooks, ServeConfig
 from .errors import ModelNotReadyError
 from .execution import VERSION, ModelRunner, load_runner
@@ -20,7 +20,7 @@ READY, LOADING, UNAVAILABLE = "READY", "LOADING", "UNAVAILABLE"
 
 def check_models(config: ServeConfig) -> None:
     """Find every start-up model's package (manifests only, no runtime): a typo fails before binding."""
-    repository = ModelRepository((*config.settings.model_path, BUILTIN_MODELS))
+    repository = ModelRepository.from_settings(config.settings)
     for model in config.models:
         repository.get(model.source)
 
@@ -43,7 +43,7 @@ class Service:
         self.config = config
         self.hooks = hooks or LifecycleHooks()
         self.metrics = ServingMetrics()
-        self.repository = ModelRepository((*config.settings.model_path, BUILTIN_MODELS))
+        self.repository = ModelRepository.from_settings(config.settings)
         self.started = False
         self.stopping = False
         self._entries: dict[str, Entry] = {}
