@@ -23,6 +23,7 @@ from edgerun.optimize.latency import LatencyPlan
 from edgerun.optimize.onnx_tools import Int8Settings, quantize_int8
 from edgerun.optimize.report import SCHEMA, format_table
 from edgerun.optimize.runner import OptimizeRequest, optimize
+from edgerun.optimize.sensitivity import fake_quantize, noise_share, outliers, weight_sensitivity
 from edgerun.repository import load_package, sha256_of
 
 from .helpers import MODELS, SAMPLES
@@ -31,6 +32,7 @@ CALIBRATION = SAMPLES / "calibration"
 SAMPLE_GLOB = str(SAMPLES / "*.[pj][np]g")  # the four shipped samples: held out
 FAST = LatencyPlan(runs=0)
 FEW = 5  # calibration images per test run
+FIRST_DEPTHWISE = "/features/features.1/conv/conv.0/conv.0.0/Conv"  # MobileNetV2's int8-fragile layer
 
 
 def _request(output: Path, **changes: object) -> OptimizeRequest:
@@ -374,6 +376,92 @@ def test_int8_settings_are_checked(tmp_path: Path) -> None:
         Int8Settings(percentile=50)
     with pytest.raises(InvalidInputError, match="calibration method 'median'"):
         Int8Settings(method="median")
+
+
+def _inputs(spec: str | Path, count: int = 0) -> list[dict[str, np.ndarray]]:
+    """mobilenet_v2 inputs made from images by its own pre-processing (at most ``count``)."""
+    with Predictor.open("mobilenet_v2", backend="onnxruntime") as predictor:
+        preprocess = lambda image: predictor.preprocess(image)[0]  # noqa: E731
+        return imgset.load_images(imgset.find_images(spec), preprocess, count).inputs
+
+
+def _weight_dequantizer(model: onnx.ModelProto, node_name: str) -> tuple[onnx.TensorProto, np.ndarray]:
+    """(quantised weight initializer, its scales) feeding ``node_name``'s weight input."""
+    node = next(n for n in model.graph.node if n.name == node_name)
+    dq = next(n for n in model.graph.node if node.input[1] in n.output)
+    weights = {t.name: t for t in model.graph.initializer}
+    return weights[dq.input[0]], onnx.numpy_helper.to_array(weights[dq.input[1]])
+
+
+def test_weight_sensitivity_singles_out_mobilenet_first_depthwise() -> None:
+    model = onnx.load(str(MODELS / "mobilenet_v2" / "mobilenet_v2.onnx"))
+    sensitivities = weight_sensitivity(model, _inputs(CALIBRATION, 4))
+    assert len(sensitivities) == 53  # 52 Conv + the classifier Gemm
+    worst = min(sensitivities, key=lambda s: s.snr_db)
+    assert worst.node == FIRST_DEPTHWISE
+    assert noise_share(sensitivities)[FIRST_DEPTHWISE] > 0.3
+    assert [s.node for s in outliers(sensitivities)] == [FIRST_DEPTHWISE]
+    original = onnx.load(str(MODELS / "mobilenet_v2" / "mobilenet_v2.onnx"))
+    assert all(  # the analysis leaves the weights as they were
+        np.array_equal(onnx.numpy_helper.to_array(a), onnx.numpy_helper.to_array(b))
+        for a, b in zip(model.graph.initializer, original.graph.initializer, strict=True)
+    )
+
+
+def test_fake_quantize_rounds_like_onnxruntime(int8_run) -> None:
+    _, output = int8_run
+    quantized = onnx.load(str(output / "mobilenet_v2_int8.onnx"))
+    source = onnx.load(str(MODELS / "mobilenet_v2" / "mobilenet_v2.onnx"))
+    node = "/features/features.2/conv/conv.0/conv.0.0/Conv"
+    weight, scales = _weight_dequantizer(quantized, node)
+    assert weight.data_type == onnx.TensorProto.INT8
+    weight_name = next(n for n in source.graph.node if n.name == node).input[1]
+    original = next(t for t in source.graph.initializer if t.name == weight_name)
+    dequantized = onnx.numpy_helper.to_array(weight) * scales[:, None, None, None]
+    assert np.allclose(fake_quantize(onnx.numpy_helper.to_array(original), 0), dequantized, atol=1e-7)
+
+
+def test_sensitive_layer_keeps_16bit_weights_and_is_reported(int8_run) -> None:
+    report, output = int8_run
+    conversion = report.conversion
+    assert conversion["protect"] is True and conversion["protected_layers"] == [FIRST_DEPTHWISE]
+    assert "1 layer(s) with 16-bit weights, 1 by sensitivity" in conversion["method"]
+    assert conversion["weight_sensitivity_worst"][0]["node"] == FIRST_DEPTHWISE
+    model = onnx.load(str(output / "mobilenet_v2_int8.onnx"))
+    weight, scales = _weight_dequantizer(model, FIRST_DEPTHWISE)
+    assert weight.data_type == onnx.TensorProto.INT16 and scales.shape == (32,)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 21
+
+
+def _logits(model: Path, level: object, inputs: list[dict[str, np.ndarray]]) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, dict(tensors))[0] for tensors in inputs])
+
+
+def test_keep_float_conv_is_not_requantised_per_tensor_by_onnxruntime(tmp_path: Path) -> None:
+    """A float Conv between int8 activations is re-quantised (per tensor) by onnxruntime at load.
+
+    Its WeightBiasQuantization pass does that, and for this layer the result is far from the
+    QDQ graph's meaning. So a kept Conv gets 16-bit weights; an op without weights is excluded
+    (left out of the quantiser's node groups)."""
+    import onnxruntime as ort
+
+    inputs = _inputs(CALIBRATION, FEW)
+    settings = Int8Settings(keep_float=(FIRST_DEPTHWISE, "Add"), protect=False)
+    plan = quantize_int8(MODELS / "mobilenet_v2" / "mobilenet_v2.onnx", tmp_path / "q.onnx", inputs, settings)
+    assert plan.precise == [FIRST_DEPTHWISE] and plan.protected == [] and len(plan.excluded) == 10
+    model = onnx.load(str(tmp_path / "q.onnx"))
+    assert _weight_dequantizer(model, FIRST_DEPTHWISE)[0].data_type == onnx.TensorProto.INT16
+    held_out = _inputs(SAMPLE_GLOB)
+    as_written = _logits(tmp_path / "q.onnx", ort.GraphOptimizationLevel.ORT_DISABLE_ALL, held_out)
+    as_run = _logits(tmp_path / "q.onnx", ort.GraphOptimizationLevel.ORT_ENABLE_ALL, held_out)
+    # fused int8 kernels round differently (about 21 dB here); a per-tensor re-quantised layer gives about 13
+    snr = 10 * np.log10(np.square(as_written).sum() / np.square(as_written - as_run).sum())
+    assert snr > 17
 
 
 def test_compare_and_box_matching() -> None:

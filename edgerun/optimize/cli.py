@@ -54,7 +54,15 @@ def _add_int8_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NODE_OR_OP",
-        help="leave this node (or every node of this op type) unquantised; repeatable",
+        help="leave this node (or every node of this op type) unquantised; a Conv/Gemm keeps 16-bit "
+        "weights instead (onnxruntime would re-quantise float ones); repeatable",
+    )
+    parser.add_argument(
+        "--protect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep 16-bit weights for a layer whose int8 rounding alone makes a quarter or more of all "
+        "layers' output noise on the calibration images (default: on)",
     )
     parser.add_argument("--max-calibration", type=count, default=300, help="images used at most (300)")
     parser.add_argument(
@@ -100,6 +108,7 @@ def _request(args: argparse.Namespace, threads: int | None):  # -> OptimizeReque
             method=args.calibration_method,
             percentile=args.percentile,
             keep_float=tuple(args.keep_float),
+            protect=args.protect,
         ),
         min_agreement=DEFAULT_MIN_AGREEMENT if args.min_agreement is None else args.min_agreement,
         max_calibration=args.max_calibration,

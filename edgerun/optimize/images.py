@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm")
 GLOB_CHARACTERS = frozenset("*?[")
+
+T = TypeVar("T")
 
 # Decoded RGB uint8 image -> the model's input tensors (Predictor.preprocess without the geometry).
 Preprocess = Callable[[np.ndarray], Tensors]
@@ -71,12 +74,12 @@ def find_images(spec: str | Path) -> ImageFiles:
     return ImageFiles(text, images, len(files) - len(images))
 
 
-def spread(paths: Sequence[Path], limit: int) -> list[Path]:
-    """At most ``limit`` paths, evenly spaced over the sorted list (deterministic)."""
-    if limit <= 0 or len(paths) <= limit:
-        return list(paths)
-    step = len(paths) / limit
-    return [paths[int(i * step)] for i in range(limit)]
+def spread(items: Sequence[T], limit: int) -> list[T]:
+    """At most ``limit`` items, evenly spaced over the sequence (deterministic); all when limit <= 0."""
+    if limit <= 0 or len(items) <= limit:
+        return list(items)
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
 
 
 def load_images(files: ImageFiles, preprocess: Preprocess, limit: int = 0) -> ImageSet:

@@ -20,6 +20,14 @@ import numpy as np
 from ..backends._imports import require
 from ..backends.base import Tensors
 from ..errors import DependencyMissingError, InvalidInputError, ModelLoadError
+from .sensitivity import (
+    LayerSensitivity,
+    noise_share,
+    outliers,
+    weight_axis,
+    weight_sensitivity,
+    weighted_nodes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +58,17 @@ _BFLOAT16 = 16
 
 @dataclass(frozen=True)
 class Int8Settings:
-    """How to quantise: per-channel weights, the activation calibration method, nodes kept in float."""
+    """How to quantise: per-channel weights, the activation calibration method, layers kept precise.
+
+    ``protect`` keeps 16-bit weights for the layers the calibration set shows to be outliers
+    (see ``sensitivity``); ``keep_float`` names nodes or op types to leave unquantised (a
+    Conv/Gemm among them keeps 16-bit weights instead: see ``_precise_weights``)."""
 
     per_channel: bool = True
     method: str = "percentile"
     percentile: float = 99.99
     keep_float: tuple[str, ...] = ()  # node names or op types left unquantised
+    protect: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
@@ -70,6 +83,35 @@ class Int8Settings:
         weights = "per-channel" if self.per_channel else "per-tensor"
         kept = f", {len(self.keep_float)} kept float" if self.keep_float else ""
         return f"static QDQ, uint8 activations ({method}), int8 {weights} weights{kept}"
+
+
+@dataclass
+class Int8Result:
+    """What quantize_int8 decided: per-layer weight sensitivity and the layers given 16-bit weights."""
+
+    sensitivity: list[LayerSensitivity] = field(default_factory=list)
+    protected: list[str] = field(default_factory=list)  # nodes kept at 16-bit weights by the analysis
+    precise: list[str] = field(default_factory=list)  # all nodes with 16-bit weights (+ keep_float)
+    excluded: list[str] = field(default_factory=list)  # nodes left unquantised
+
+    def describe(self) -> str:
+        """The suffix for the report's method line ("" when every weight is int8)."""
+        if not self.precise:
+            return ""
+        why = f", {len(self.protected)} by sensitivity" if self.protected else ""
+        return f"; {len(self.precise)} layer(s) with 16-bit weights{why}"
+
+    def to_dict(self) -> dict[str, Any]:
+        shares = noise_share(self.sensitivity)
+        worst = sorted(self.sensitivity, key=lambda s: s.snr_db)[:5]
+        return {
+            "protected_layers": self.protected,
+            "int16_weight_layers": self.precise,
+            "excluded_nodes": self.excluded,
+            "weight_sensitivity_worst": [
+                {**s.to_dict(), "noise_share": round(shares[s.node], 3)} for s in worst
+            ],
+        }
 
 
 @dataclass
@@ -118,32 +160,34 @@ def precision_problem(model: Any, wanted: str) -> str | None:
     return None
 
 
-def _excluded_nodes(model: Any, keep_float: Iterable[str]) -> list[str]:
+def _kept_nodes(original: Any, prepared: Any, keep_float: Iterable[str]) -> list[Any]:
+    """Nodes of the prepared model named (or of an op type named) in ``keep_float``."""
     wanted = set(keep_float)
-    names = [n.name for n in model.graph.node if n.name in wanted or n.op_type in wanted]
-    known = {n.name for n in model.graph.node} | {n.op_type for n in model.graph.node}
+    known = {n.name for m in (original, prepared) for n in m.graph.node}
+    known |= {n.op_type for m in (original, prepared) for n in m.graph.node}
     unknown = sorted(wanted - known)
     if unknown:
         raise InvalidInputError(
             f"--keep-float {', '.join(unknown)}: no node or op type of that name in the model"
         )
-    return names
+    return [n for n in prepared.graph.node if n.name in wanted or n.op_type in wanted]
 
 
-def _with_min_opset(model: Any, source: Path, converted: Path) -> Path:
-    """Per-channel QDQ needs opset 13 (DequantizeLinear's axis): convert older models first."""
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
-    if opset >= MIN_OPSET:
+def _with_min_opset(model: Any, source: Path, converted: Path, minimum: int = MIN_OPSET) -> Path:
+    """Convert ``model`` to opset ``minimum`` when older: per-channel QDQ needs 13 (DequantizeLinear's
+    axis), 16-bit weights need 21."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), minimum)
+    if opset >= minimum:
         return source
     onnx = _onnx()
     try:
-        upgraded = onnx.version_converter.convert_version(model, MIN_OPSET)
+        upgraded = onnx.version_converter.convert_version(model, minimum)
     except Exception as exc:  # vendor boundary
         raise ModelLoadError(
-            f"{source.name} uses opset {opset}; converting it to {MIN_OPSET} failed: {exc}"
+            f"{source.name} uses opset {opset}; converting it to {minimum} failed: {exc}"
         ) from exc
     onnx.save(upgraded, str(converted))
-    log.info("%s: opset %d converted to %d for quantisation", source.name, opset, MIN_OPSET)
+    log.info("%s: opset %d converted to %d for quantisation", source.name, opset, minimum)
     return converted
 
 
@@ -154,10 +198,37 @@ def _cache_argument(quantize_static: Any, ranges_json: Path | None) -> dict[str,
     return {"calibration_cache_path": str(ranges_json)}
 
 
-def _extra_options(settings: Int8Settings) -> dict[str, Any]:
+def _plan(original: Any, prepared: Any, calibration: Sequence[Tensors], settings: Int8Settings) -> Int8Result:
+    """Which nodes get 16-bit weights and which stay unquantised.
+
+    onnxruntime's CPU provider re-quantises the float weights of a Conv/Gemm that sits between
+    int8 activations (its WeightBiasQuantization pass: symmetric per-tensor int8) when the session
+    loads, so such a node cannot stay float; it keeps 16-bit per-channel weights instead, which
+    onnxruntime computes in float. Other op types named in keep_float are left unquantised."""
+    weighted = {node.name for node, _ in weighted_nodes(prepared)}
+    kept = _kept_nodes(original, prepared, settings.keep_float)
+    plan = Int8Result(excluded=[n.name for n in kept if n.name not in weighted])
+    if settings.protect:
+        plan.sensitivity = weight_sensitivity(prepared, calibration)
+        plan.protected = [s.node for s in outliers(plan.sensitivity)]
+    chosen = set(plan.protected) | {n.name for n in kept if n.name in weighted}
+    plan.precise = [n.name for n in prepared.graph.node if n.name in chosen]
+    return plan
+
+
+def _extra_options(settings: Int8Settings, prepared: Any, plan: Int8Result) -> dict[str, Any]:
+    quantization = require("onnxruntime.quantization", "optimize")
     options: dict[str, Any] = {}
     if settings.method == "percentile":
         options["CalibPercentile"] = settings.percentile
+    if plan.precise:
+        int16 = quantization.QuantType.QInt16
+        axis = (lambda node: {"axis": weight_axis(node)}) if settings.per_channel else (lambda node: {})
+        options["TensorQuantOverrides"] = {
+            weight.name: [{"quant_type": int16, **axis(node)}]
+            for node, weight in weighted_nodes(prepared)
+            if node.name in plan.precise
+        }
     return options
 
 
@@ -167,14 +238,15 @@ def quantize_int8(
     calibration: Sequence[Tensors],
     settings: Int8Settings,
     ranges_json: Path | None = None,
-) -> None:
+) -> Int8Result:
     """Static int8 QDQ quantisation of ``source`` calibrated on ``calibration`` inputs.
 
     Weights become int8 (per output channel by default), activations uint8 with ranges from the
     calibration set; the model's own outputs stay float (clipping logits would reorder classes).
-    ``ranges_json`` receives onnxruntime's calibration cache (the tensor ranges) for other targets."""
+    Layers the calibration set shows to be outliers (``settings.protect``) keep 16-bit weights,
+    which makes the model opset 21. ``ranges_json`` receives onnxruntime's calibration cache (the
+    tensor ranges) for other targets. Returns the plan: sensitivities and the layers kept precise."""
     model = load_model(source)
-    excluded = _excluded_nodes(model, settings.keep_float)
     with tempfile.TemporaryDirectory(prefix="edgerun-quant-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quantized = Path(scratch) / "quantized.onnx"
@@ -182,7 +254,19 @@ def quantize_int8(
         try:  # shape inference + ORT's basic graph optimisations; symbolic inference needs sympy
             shape_inference = require("onnxruntime.quantization.shape_inference", "optimize")
             shape_inference.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-            _quantize_static(prepared, quantized, calibration, settings, excluded, ranges_json)
+            prepared_model = load_model(prepared)
+            plan = _plan(model, prepared_model, calibration, settings)
+            if plan.precise:
+                prepared = _with_min_opset(prepared_model, prepared, Path(scratch) / "opset21.onnx", 21)
+            _quantize_static(
+                prepared,
+                quantized,
+                calibration,
+                settings,
+                plan,
+                _extra_options(settings, prepared_model, plan),
+                ranges_json,
+            )
         except (InvalidInputError, ModelLoadError, DependencyMissingError):
             raise
         except Exception as exc:  # vendor boundary: onnxruntime.quantization raises plain exceptions
@@ -190,10 +274,18 @@ def quantize_int8(
         result = load_model(quantized)
     float_outputs(result)
     _onnx().save(result, str(destination))
+    return plan
 
 
-def _quantize_static(prepared: Path, quantized: Path, calibration: Sequence[Tensors], settings: Int8Settings,
-                     excluded: list[str], ranges_json: Path | None) -> None:
+def _quantize_static(
+    prepared: Path,
+    quantized: Path,
+    calibration: Sequence[Tensors],
+    settings: Int8Settings,
+    plan: Int8Result,
+    options: dict[str, Any],
+    ranges_json: Path | None,
+) -> None:
     quantization = require("onnxruntime.quantization", "optimize")
     method = {
         "percentile": quantization.CalibrationMethod.Percentile,
@@ -203,11 +295,18 @@ def _quantize_static(prepared: Path, quantized: Path, calibration: Sequence[Tens
     chatter = io.StringIO()  # the calibrators print progress to stdout: keep it for the debug log
     with contextlib.redirect_stdout(chatter):
         quantization.quantize_static(
-            str(prepared), str(quantized), TensorReader(calibration),
-            quant_format=quantization.QuantFormat.QDQ, per_channel=settings.per_channel,
-            activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
-            calibrate_method=method, nodes_to_exclude=excluded, extra_options=_extra_options(settings),
-            **_cache_argument(quantization.quantize_static, ranges_json))
+            str(prepared),
+            str(quantized),
+            TensorReader(calibration),
+            quant_format=quantization.QuantFormat.QDQ,
+            per_channel=settings.per_channel,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
+            calibrate_method=method,
+            nodes_to_exclude=plan.excluded,
+            extra_options=options,
+            **_cache_argument(quantization.quantize_static, ranges_json),
+        )
     log.debug("onnxruntime.quantization: %s", chatter.getvalue().strip())
 
 

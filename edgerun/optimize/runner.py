@@ -202,15 +202,18 @@ def _convert(work: Work) -> None:
         return
     assert work.calibration is not None
     ranges_json = work.scratch / "ranges.json"
-    onnx_tools.quantize_int8(source, work.candidate, work.calibration.inputs, request.int8, ranges_json)
+    inputs = work.calibration.inputs
+    plan = onnx_tools.quantize_int8(source, work.candidate, inputs, request.int8, ranges_json)
     work.ranges = onnx_tools.read_ranges(ranges_json) if ranges_json.is_file() else {}
     work.report.conversion.update(
-        method=request.int8.describe(),
+        method=request.int8.describe() + plan.describe(),
         tool="onnxruntime.quantization",
         per_channel=request.int8.per_channel,
         calibration_method=request.int8.method,
         percentile=request.int8.percentile,
         keep_float=list(request.int8.keep_float),
+        protect=request.int8.protect,
+        **plan.to_dict(),
     )
 
 
