@@ -14,11 +14,19 @@ Latency: edgerun's profiler (single-stream, synthetic input) on onnxruntime, fp3
 ``--rounds`` rounds; each round's p50 ratio is printed, then the median. Targets: size <= 0.3x,
 top-1 agreement >= 98 %. Also printed: agreement per sample and on the images where fp32 itself
 is confident (top-1 probability >= 0.5), because crops without an ImageNet object flip easily.
+
+Precision rows (unless --no-precision-rows): the same held-out set scored for edgerun with and
+without --protect and for three onnxruntime quantisations made directly with quantize_static on
+the same calibration inputs: 16-bit weights with uint8 activations (W16A8), int8 weights with
+uint16 activations (W8A16) and both 16-bit (W16A16). Each row gives top-1 agreement, how many
+of the "near ties" flip (held-out images whose fp32 top-1 and top-2 logits are less than 0.5
+apart) and the output signal-to-noise ratio in dB. They show where the agreement is lost.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import tempfile
 from collections import defaultdict
@@ -27,9 +35,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edgerun.optimize import images as imgset
 from edgerun.optimize.latency import LatencyPlan, measure
-from edgerun.optimize.onnx_tools import Int8Settings
+from edgerun.optimize.onnx_tools import Int8Settings, TensorReader, float_outputs, quantize_int8
 from edgerun.optimize.runner import OptimizeRequest, optimize
+from edgerun.optimize.sensitivity import snr_db
 from edgerun.predictor import Predictor
 from edgerun.processing.image import decode_image
 
@@ -38,6 +48,8 @@ SAMPLES = REPO / "samples"
 CALIBRATION = SAMPLES / "calibration"
 SAMPLE_FILES = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg")
 SIZE_TARGET, AGREEMENT_TARGET = 0.3, 0.98
+SOURCE = REPO / "edgerun" / "models" / "mobilenet_v2" / "mobilenet_v2.onnx"
+NEAR_TIE = 0.5  # fp32 top-1 minus top-2 logit
 
 
 def _crop(image: np.ndarray, fraction: float, where: str) -> np.ndarray:
@@ -88,12 +100,95 @@ def agreement_lines(report_evaluation: dict, paths: list[Path], confidence: dict
     return lines
 
 
+def _inputs(spec: str | Path) -> list[dict[str, np.ndarray]]:
+    with Predictor.open("mobilenet_v2", backend="onnxruntime") as predictor:
+        return imgset.load_images(imgset.find_images(spec), lambda a: predictor.preprocess(a)[0]).inputs
+
+
+def _logits(model: Path, inputs: list[dict[str, np.ndarray]]) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, dict(tensors))[0] for tensors in inputs])
+
+
+def _raw_onnxruntime(destination: Path, calibration: list, weights: str, activations: str) -> Path:
+    """quantize_static straight from onnxruntime (per-channel weights) with the given types.
+
+    uint8 activations use percentile 99.99 like edgerun; 16-bit ones use min/max ranges, since
+    clipping outliers buys nothing with 65536 levels (percentile 99.99 costs W16A16 10 dB here)."""
+    import onnx
+    from onnxruntime import quantization as q
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    sixteen_bit = activations.endswith("16")
+    prepared = destination.with_suffix(".prepared.onnx")
+    quant_pre_process(str(SOURCE), str(prepared), skip_symbolic_shape=True)
+    q.quantize_static(
+        str(prepared),
+        str(destination),
+        TensorReader(calibration),
+        quant_format=q.QuantFormat.QDQ,
+        per_channel=True,
+        weight_type=getattr(q.QuantType, weights),
+        activation_type=getattr(q.QuantType, activations),
+        calibrate_method=q.CalibrationMethod.MinMax if sixteen_bit else q.CalibrationMethod.Percentile,
+        extra_options={} if sixteen_bit else {"CalibPercentile": 99.99},
+    )
+    model = onnx.load(str(destination))
+    float_outputs(model)
+    onnx.save(model, str(destination))
+    return destination
+
+
+def precision_rows(scratch: Path, held_out: Path) -> list[str]:
+    """Agreement, near-tie flips and SNR on the held-out set for several precision choices."""
+    import contextlib
+    import io
+
+    calibration, inputs = _inputs(CALIBRATION), _inputs(held_out)
+    reference = _logits(SOURCE, inputs)
+    ordered = np.sort(reference, axis=1)
+    near_tie = ordered[:, -1] - ordered[:, -2] < NEAR_TIE
+    models = {}
+    for label, protect in (("edgerun int8 (default, --protect)", True), ("edgerun int8 --no-protect", False)):
+        path = scratch / f"protect_{protect}.onnx"
+        quantize_int8(SOURCE, path, calibration, Int8Settings(protect=protect))
+        models[label] = path
+    for label, weights, activations in (
+        ("onnxruntime W16A8 (16-bit weights)", "QInt16", "QUInt8"),
+        ("onnxruntime W8A16 (16-bit activations)", "QInt8", "QUInt16"),
+        ("onnxruntime W16A16", "QInt16", "QUInt16"),
+    ):
+        with contextlib.redirect_stdout(io.StringIO()):  # the calibrator's progress lines
+            logging.disable(logging.WARNING)  # "opset 17 ... updated to 21" for 16-bit types
+            models[label] = _raw_onnxruntime(
+                scratch / f"{weights}_{activations}.onnx", calibration, weights, activations
+            )
+            logging.disable(logging.NOTSET)
+    lines = [
+        f"precision rows ({len(inputs)} held-out images, {int(near_tie.sum())} near ties: "
+        f"fp32 top-1/top-2 logit gap < {NEAR_TIE}):"
+    ]
+    for label, path in models.items():
+        logits = _logits(path, inputs)
+        agree = logits.argmax(1) == reference.argmax(1)
+        lines.append(
+            f"  {label:40s} top-1 agreement {100 * agree.mean():5.1f}% ({int(agree.sum())}/{len(agree)}), "
+            f"near ties flipped {int((~agree & near_tie).sum())}/{int(near_tie.sum())}, "
+            f"others flipped {int((~agree & ~near_tie).sum())}, output SNR "
+            f"{snr_db(list(reference), list(logits)):.1f} dB"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--method", default="percentile", choices=("percentile", "minmax", "entropy"))
+    parser.add_argument("--no-precision-rows", dest="precision_rows", action="store_false")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgerun-bench-optimize-") as scratch:
         held_out = Path(scratch) / "held_out"
@@ -133,9 +228,13 @@ def main() -> None:
             f"max |dlogit| {evaluation['max_abs_diff']:.3f}, "
             f"mean {evaluation['mean_abs_diff']:.4f}"
         )
+        print(f"16-bit weight layers: {report.conversion.get('int16_weight_layers') or 'none'}")
         for line in agreement_lines(evaluation, paths, fp32_confidence(paths)):
             print(line)
-        source = REPO / "edgerun" / "models" / "mobilenet_v2" / "mobilenet_v2.onnx"
+        if args.precision_rows:
+            for line in precision_rows(Path(scratch), held_out):
+                print(line)
+        source = SOURCE
         plan = LatencyPlan(runs=args.runs, warmup=10, threads=args.threads)
         ratios = []
         for round_index in range(args.rounds):
