@@ -427,6 +427,7 @@ def test_sensitive_layer_keeps_16bit_weights_and_is_reported(int8_run) -> None:
     assert conversion["protect"] is True and conversion["protected_layers"] == [FIRST_DEPTHWISE]
     assert "1 layer(s) with 16-bit weights, 1 by sensitivity" in conversion["method"]
     assert conversion["weight_sensitivity_worst"][0]["node"] == FIRST_DEPTHWISE
+    assert f"16-bit weights: {FIRST_DEPTHWISE}: int8 weights there alone give" in format_table(report)
     model = onnx.load(str(output / "mobilenet_v2_int8.onnx"))
     weight, scales = _weight_dequantizer(model, FIRST_DEPTHWISE)
     assert weight.data_type == onnx.TensorProto.INT16 and scales.shape == (32,)

@@ -164,6 +164,22 @@ def _target_lines(targets: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _protected_lines(conversion: dict[str, Any]) -> list[str]:
+    """One line per layer kept at 16-bit weights by the sensitivity analysis, with its measurement."""
+    measured = {s["node"]: s for s in conversion.get("weight_sensitivity_worst", [])}
+    lines = []
+    for node in conversion.get("protected_layers", []):
+        found = measured.get(node)
+        detail = (
+            f": int8 weights there alone give {found['snr_db']:.1f} dB output SNR, "
+            f"{100 * found['noise_share']:.0f}% of all layers' rounding noise"
+            if found
+            else ""
+        )
+        lines.append(f"16-bit weights: {node}{detail} (--no-protect: int8)")
+    return lines
+
+
 def format_table(report: OptimizeReport) -> str:
     """The text `edgerun optimize` prints."""
     model, conversion = report.model, report.conversion
@@ -177,6 +193,7 @@ def format_table(report: OptimizeReport) -> str:
         for t in (_set_line("calibration", report.calibration), _set_line("evaluation", report.evaluation))
         if t
     ]
+    lines += _protected_lines(conversion)
     rows = [["", model.get("precision", "before"), after, "ratio / value"], _size_row(report.size)]
     rows += _latency_rows(report.latency) + _accuracy_rows(report.evaluation)
     lines += ["", *_table(rows), ""]
