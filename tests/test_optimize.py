@@ -283,6 +283,8 @@ def test_tensorrt_target_writes_calibration_cache_and_command(tmp_path: Path, mo
     assert (
         "--calib=calibration.cache" in build["command"] and "--shapes=input:1x3x224x224" in build["command"]
     )
+    assert f"--layerPrecisions={FIRST_DEPTHWISE}:fp16" in build["command"]
+    assert "--precisionConstraints=prefer" in build["command"]
     lines = (output / "calibration.cache").read_text().splitlines()
     assert lines[0] == "TRT-8601-EntropyCalibration2"
     scales = dict(line.split(": ") for line in lines[1:])

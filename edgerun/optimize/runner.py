@@ -302,6 +302,7 @@ def _target_context(work: Work, staging: Path, copied: str) -> targets.TargetCon
         input_shapes=shapes,
         soc=request.soc,
         trt_version=request.trt_version,
+        precise_layers=tuple(work.report.conversion.get("int16_weight_layers", ())),
     )
 
 

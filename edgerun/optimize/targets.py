@@ -56,6 +56,7 @@ class TargetContext:
     input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # static, batch 1
     soc: str = "rk3588"
     trt_version: str = "10.3.0"
+    precise_layers: Sequence[str] = ()  # ONNX nodes the int8 conversion kept at 16-bit weights
 
 
 @dataclass
@@ -148,6 +149,14 @@ def plan_tensorrt(ctx: TargetContext) -> TargetBuild:
         )
         command += ["--int8", "--calib=calibration.cache"]
         inputs.append("calibration.cache")
+        if ctx.precise_layers:
+            layers = ",".join(f"{name}:fp16" for name in ctx.precise_layers)
+            command += [f"--layerPrecisions={layers}", "--precisionConstraints=prefer"]
+            notes.append(
+                f"{len(ctx.precise_layers)} layer(s) that the int8 analysis kept at 16-bit weights run in "
+                "fp16 (--layerPrecisions; TensorRT's ONNX parser names layers after the ONNX nodes). "
+                "Not verified on hardware."
+            )
         notes.append(
             f"calibration.cache holds scales for {len(ctx.ranges)} tensors, written for TensorRT "
             f"{ctx.trt_version} (--trt-version); "
