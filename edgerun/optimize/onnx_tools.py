@@ -62,7 +62,7 @@ class Int8Settings:
 
     ``protect`` keeps 16-bit weights for the layers the calibration set shows to be outliers
     (see ``sensitivity``); ``keep_float`` names nodes or op types to leave unquantised (a
-    Conv/Gemm among them keeps 16-bit weights instead: see ``_precise_weights``)."""
+    Conv/Gemm among them keeps 16-bit weights instead: see ``_plan``)."""
 
     per_channel: bool = True
     method: str = "percentile"
