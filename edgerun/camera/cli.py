@@ -9,21 +9,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from ..argtypes import positive_float, positive_int
 from ..errors import InvalidInputError
 from ..repository import DEFAULT_DETECTOR
-
-
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}, got {text!r}")
-        return value
-
-    return parse
 
 
 def _sinks(args: argparse.Namespace, fps: float | None) -> list[Any]:
@@ -137,17 +125,17 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                              "file://video.mp4 or a path, an image folder or a glob")
     parser.add_argument("--model", default=None, help=f"model name or path (default: {DEFAULT_DETECTOR})")
     parser.add_argument("--backend", default=None, help="force a backend (see `edgerun backends`)")
-    parser.add_argument("--threads", type=_positive(int), default=None, help="CPU threads for the runtime")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the runtime")
     parser.add_argument("--output", type=Path, default=None, metavar="out.mp4|DIR",
                         help="annotated video (.mp4/.avi/.mkv) or a folder of JPEG frames")
     parser.add_argument("--json-lines", type=Path, default=None, metavar="FILE",
                         help="one JSON object per processed frame")
-    parser.add_argument("--max-frames", type=_positive(int), default=None, help="stop after N frames")
-    parser.add_argument("--max-fps", type=_positive(float), default=None, help="cap inferences per second")
+    parser.add_argument("--max-frames", type=positive_int, default=None, help="stop after N frames")
+    parser.add_argument("--max-fps", type=positive_float, default=None, help="cap inferences per second")
     parser.add_argument("--realtime", action="store_true",
                         help="files: read at the file's frame rate and drop frames like a camera")
     parser.add_argument("--loop", action="store_true", help="files and folders: start again at the end")
-    parser.add_argument("--open-timeout", type=_positive(float), default=5.0, metavar="SECONDS",
+    parser.add_argument("--open-timeout", type=positive_float, default=5.0, metavar="SECONDS",
                         help="open and read timeout for network sources (default 5)")
     parser.add_argument("--serve", action="store_true",
                         help="serve the stream live (web page at /, MJPEG, SSE) instead of writing files")

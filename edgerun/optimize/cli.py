@@ -7,8 +7,7 @@ import copy
 import sys
 from pathlib import Path
 
-from ..argtypes import count, fraction
-from ..errors import InvalidInputError
+from ..argtypes import count, fraction, positive_int
 
 TARGET_CHOICES = ("tensorrt", "edgetpu", "rknn", "litert")
 METHOD_CHOICES = ("percentile", "minmax", "entropy")
@@ -80,7 +79,7 @@ def _add_target_and_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=None, help="package folder to write")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     parser.add_argument("--latency-runs", type=count, default=50, help="profiler runs per model (0: skip)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the runtime")
     parser.add_argument(
         "--json",
         nargs="?",
@@ -124,8 +123,6 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from .report import format_table, write_json
     from .runner import optimize
 
-    if args.threads is not None and args.threads < 1:
-        raise InvalidInputError(f"--threads must be at least 1, got {args.threads}")
     settings = _settings(args)
     report = optimize(_request(args, settings.threads), settings)
     if args.json == "-":
