@@ -421,6 +421,9 @@ def test_fake_quantize_rounds_like_onnxruntime(int8_run) -> None:
     original = next(t for t in source.graph.initializer if t.name == weight_name)
     dequantized = onnx.numpy_helper.to_array(weight) * scales[:, None, None, None]
     assert np.allclose(fake_quantize(onnx.numpy_helper.to_array(original), 0), dequantized, atol=1e-7)
+    per_tensor = fake_quantize(onnx.numpy_helper.to_array(original), None)  # --no-per-channel
+    steps = per_tensor / (np.abs(onnx.numpy_helper.to_array(original)).max() / 127)
+    assert np.allclose(steps, np.round(steps), atol=1e-4) and np.abs(steps).max() == pytest.approx(127)
 
 
 def test_sensitive_layer_keeps_16bit_weights_and_is_reported(int8_run) -> None:

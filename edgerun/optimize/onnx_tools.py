@@ -209,7 +209,7 @@ def _plan(original: Any, prepared: Any, calibration: Sequence[Tensors], settings
     kept = _kept_nodes(original, prepared, settings.keep_float)
     plan = Int8Result(excluded=[n.name for n in kept if n.name not in weighted])
     if settings.protect:
-        plan.sensitivity = weight_sensitivity(prepared, calibration)
+        plan.sensitivity = weight_sensitivity(prepared, calibration, settings.per_channel)
         plan.protected = [s.node for s in outliers(plan.sensitivity)]
     chosen = set(plan.protected) | {n.name for n in kept if n.name in weighted}
     plan.precise = [n.name for n in prepared.graph.node if n.name in chosen]

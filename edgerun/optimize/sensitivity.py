@@ -38,8 +38,10 @@ class LayerSensitivity:
         return {"node": self.node, "weight": self.weight, "snr_db": round(self.snr_db, 2)}
 
 
-def fake_quantize(weight: np.ndarray, axis: int) -> np.ndarray:
-    """``weight`` rounded to symmetric int8 per slice along ``axis`` and back to float32."""
+def fake_quantize(weight: np.ndarray, axis: int | None) -> np.ndarray:
+    """``weight`` rounded to symmetric int8 per slice along ``axis`` (one scale when None), as float32."""
+    if axis is None:
+        return fake_quantize(weight.reshape(1, -1), 0).reshape(weight.shape)
     moved = np.moveaxis(weight.astype(np.float32), axis, 0)
     flat = moved.reshape(moved.shape[0], -1)
     scale = np.abs(flat).max(axis=1) / 127.0
@@ -86,15 +88,18 @@ def _outputs(model: Any, inputs: Sequence[Tensors]) -> list[np.ndarray]:
     return [np.asarray(o, np.float32) for tensors in inputs for o in session.run(None, dict(tensors))]
 
 
-def weight_sensitivity(model: Any, inputs: Sequence[Tensors]) -> list[LayerSensitivity]:
-    """Per-layer weight-only int8 sensitivity of ``model`` (a float ModelProto) on ``inputs``."""
+def weight_sensitivity(
+    model: Any, inputs: Sequence[Tensors], per_channel: bool = True
+) -> list[LayerSensitivity]:
+    """Per-layer weight-only int8 sensitivity of ``model`` (a float ModelProto) on ``inputs``,
+    rounding per output channel or, with ``per_channel`` False, per tensor (as the quantiser will)."""
     numpy_helper = require("onnx.numpy_helper", "optimize")
     chosen = spread(inputs, MAX_INPUTS)
     reference = _outputs(model, chosen)
     results = []
     for node, initializer in weighted_nodes(model):
         original = numpy_helper.to_array(initializer)
-        rounded = fake_quantize(original, weight_axis(node))
+        rounded = fake_quantize(original, weight_axis(node) if per_channel else None)
         initializer.CopyFrom(numpy_helper.from_array(rounded, initializer.name))
         try:
             measured = snr_db(reference, _outputs(model, chosen))
