@@ -112,18 +112,17 @@ def _logits(model: Path, inputs: list[dict[str, np.ndarray]]) -> np.ndarray:
     return np.concatenate([session.run(None, dict(tensors))[0] for tensors in inputs])
 
 
-def _raw_onnxruntime(destination: Path, calibration: list, weights: str, activations: str) -> Path:
+def _raw_onnxruntime(
+    prepared: Path, destination: Path, calibration: list, weights: str, activations: str
+) -> Path:
     """quantize_static straight from onnxruntime (per-channel weights) with the given types.
 
     uint8 activations use percentile 99.99 like edgerun; 16-bit ones use min/max ranges, since
     clipping outliers buys nothing with 65536 levels (percentile 99.99 costs W16A16 10 dB here)."""
     import onnx
     from onnxruntime import quantization as q
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     sixteen_bit = activations.endswith("16")
-    prepared = destination.with_suffix(".prepared.onnx")
-    quant_pre_process(str(SOURCE), str(prepared), skip_symbolic_shape=True)
     q.quantize_static(
         str(prepared),
         str(destination),
@@ -155,16 +154,21 @@ def precision_rows(scratch: Path, held_out: Path) -> list[str]:
         path = scratch / f"protect_{protect}.onnx"
         quantize_int8(SOURCE, path, calibration, Int8Settings(protect=protect))
         models[label] = path
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = scratch / "prepared.onnx"  # shape inference + basic optimisation, once for all rows
+    quant_pre_process(str(SOURCE), str(prepared), skip_symbolic_shape=True)
     for label, weights, activations in (
         ("onnxruntime W16A8 (16-bit weights)", "QInt16", "QUInt8"),
         ("onnxruntime W8A16 (16-bit activations)", "QInt8", "QUInt16"),
         ("onnxruntime W16A16", "QInt16", "QUInt16"),
     ):
-        with contextlib.redirect_stdout(io.StringIO()):  # the calibrator's progress lines
-            logging.disable(logging.WARNING)  # "opset 17 ... updated to 21" for 16-bit types
-            models[label] = _raw_onnxruntime(
-                scratch / f"{weights}_{activations}.onnx", calibration, weights, activations
-            )
+        destination = scratch / f"{weights}_{activations}.onnx"
+        logging.disable(logging.WARNING)  # "opset 17 ... updated to 21" for 16-bit types
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the calibrator's progress lines
+                models[label] = _raw_onnxruntime(prepared, destination, calibration, weights, activations)
+        finally:
             logging.disable(logging.NOTSET)
     lines = [
         f"precision rows ({len(inputs)} held-out images, {int(near_tie.sum())} near ties: "
