@@ -24,9 +24,9 @@ import numpy as np
 from common import raw_call  # benchmarks/ is on sys.path when run as a script
 
 from edgerun.backends.base import LoadOptions, Session
+from edgerun.cli.profile import ProgressBar
 from edgerun.hal import HostFS
 from edgerun.predictor import open_session
-from edgerun.profiler.cli import ProgressBar
 from edgerun.profiler.runner import BackendRun, Host, ProfileConfig, Profiler
 from edgerun.profiler.scenarios import Budget, run_scenario, synthetic_inputs
 from edgerun.profiler.stats import percentile_ns

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from edgerun.cli import main
+from edgerun.cli.devices import cmd_devices, devices_report
 from edgerun.config import Settings
 from edgerun.hal import HostFS, detect
-from edgerun.hal.cli import cmd_devices, devices_report
 from edgerun.hal.snapshot import take_snapshot
 
 from .helpers import BOARDS, REPO, copy_device_tree, device_tree

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from edgerun.cli import main
+from edgerun.cli.profile import ProgressBar
 from edgerun.hal import HostFS
 from edgerun.hal.power import captured_runner, parse_pmic_read_adc
 from edgerun.profiler import plot
-from edgerun.profiler.cli import ProgressBar
 from edgerun.profiler.runner import Host, ProfileConfig, Profiler
 from edgerun.repository import BUILTIN_MODELS, ModelRepository
 

@@ -23,11 +23,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgerun.backends.base import LoadOptions, Session
 from edgerun.cli import build_parser
+from edgerun.cli.serve import build_config
 from edgerun.config import Settings
 from edgerun.errors import InvalidInputError
 from edgerun.predictor import Predictor
 from edgerun.serving import LifecycleHooks, ModelConfig, ServeConfig, create_app, load_config
-from edgerun.serving.cli import build_config
 
 from .helpers import REPO, SAMPLES
 from .serving_helpers import API_KEY, ServerThread, binary_body

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def _power_report(fs: Any) -> dict[str, Any]:
     """Power sensors through edgerun.hal.power when that module is present (captured commands on a tree)."""
     try:
-        from . import power
+        from ..hal import power
     except ImportError as exc:
         return {"sensors": [], "unavailable": f"power module not available ({exc})"}
     commands = fs.manifest.get("commands") if fs.is_emulated else None
@@ -71,9 +71,9 @@ def _models_report(
 def devices_report(settings: Any) -> dict[str, Any]:
     """Everything `edgerun devices` prints, as one JSON-ready dict."""
     from ..backends.registry import Registry
-    from .boards import backend_preference, profile_for
-    from .hostfs import HostFS
-    from .platform import detect
+    from ..hal.boards import backend_preference, profile_for
+    from ..hal.hostfs import HostFS
+    from ..hal.platform import detect
 
     fs = HostFS(settings.host_root)
     platform = detect(fs)
@@ -123,7 +123,7 @@ def _text_lines(report: dict[str, Any]) -> list[str]:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from ..config import Settings
-    from .hostfs import HostFS
+    from ..hal.hostfs import HostFS
 
     settings = Settings.from_env()
     if args.root is not None:
@@ -137,12 +137,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def _snapshot(fs: Any, dest: Path, as_json: bool) -> int:
     from ..errors import InvalidInputError
-    from .snapshot import take_snapshot
+    from ..hal.snapshot import take_snapshot
 
     runner: Callable[[Sequence[str]], str | None] | None = None
     if fs.is_live:
         try:
-            from .power import host_runner
+            from ..hal.power import host_runner
 
             runner = host_runner(fs)
         except ImportError:

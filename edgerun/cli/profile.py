@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from ..argtypes import count, non_negative_float, positive_float, positive_int
-from .scenarios import SCENARIOS, Progress
+from ..profiler.scenarios import SCENARIOS, Progress
+from .argtypes import count, non_negative_float, positive_float, positive_int
 
 if TYPE_CHECKING:
-    from .runner import ProfileConfig, ProfileReport
+    from ..profiler.runner import ProfileConfig, ProfileReport
 
 BAR_WIDTH = 28
 REDRAW_S = 0.1
@@ -113,8 +113,8 @@ def _add_power_and_output_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace, threads: int | None) -> ProfileConfig:
-    from .agreement import default_samples_dir
-    from .runner import ProfileConfig
+    from ..profiler.agreement import default_samples_dir
+    from ..profiler.runner import ProfileConfig
 
     return ProfileConfig(
         scenario=args.scenario, runs=args.runs, duration_s=args.duration, warmup=args.warmup,
@@ -124,17 +124,17 @@ def _config(args: argparse.Namespace, threads: int | None) -> ProfileConfig:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from ..cli import _repository, _settings
     from ..hal import HostFS
-    from .plot import check_plot_target
-    from .runner import Host, Profiler
+    from ..profiler.plot import check_plot_target
+    from ..profiler.runner import Host, Profiler
+    from .common import repository_from, settings_from
 
-    settings = _settings(args)
+    settings = settings_from(args)
     if args.plot is not None:
         check_plot_target(args.plot)
     config = _config(args, settings.threads)
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.no_progress else None
-    profiler = Profiler(config, Host.probe(HostFS(settings.host_root)), _repository(settings),
+    profiler = Profiler(config, Host.probe(HostFS(settings.host_root)), repository_from(settings),
                         progress=bar)
     try:
         report = profiler.run(args.model, args.backend or settings.backend)
@@ -146,8 +146,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _write_outputs(args: argparse.Namespace, report: ProfileReport) -> None:
-    from .plot import write_plot
-    from .report import format_summary, write_csv, write_json
+    from ..profiler.plot import write_plot
+    from ..profiler.report import format_summary, write_csv, write_json
 
     if args.json == "-":
         write_json(report, "-")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import ServeConfig, load_config, model_config_from, validate_serve
+from ..serving.config import ServeConfig, load_config, model_config_from, validate_serve
 
 ACCESS_LOGGER = "edgerun.serving.access"
 
@@ -46,8 +46,8 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
 def run_service(config: ServeConfig, verbose: bool) -> int:
     """Check the models, then run the service in the foreground, notifying systemd when it asks."""
     from ..sdnotify import Watchdog
-    from .runner import serve, systemd_hooks
-    from .service import check_models
+    from ..serving.runner import serve, systemd_hooks
+    from ..serving.service import check_models
 
     check_models(config)
     _configure_logging(verbose)

@@ -7,7 +7,7 @@ import copy
 import sys
 from pathlib import Path
 
-from ..argtypes import count, fraction, positive_int
+from .argtypes import count, fraction, positive_int
 
 TARGET_CHOICES = ("tensorrt", "edgetpu", "rknn", "litert")
 METHOD_CHOICES = ("percentile", "minmax", "entropy")
@@ -91,9 +91,9 @@ def _add_target_and_output_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _request(args: argparse.Namespace, threads: int | None):  # -> OptimizeRequest
-    from .latency import LatencyPlan
-    from .onnx_tools import Int8Settings
-    from .runner import DEFAULT_MIN_AGREEMENT, OptimizeRequest
+    from ..optimize.latency import LatencyPlan
+    from ..optimize.onnx_tools import Int8Settings
+    from ..optimize.runner import DEFAULT_MIN_AGREEMENT, OptimizeRequest
 
     return OptimizeRequest(
         model=args.model,
@@ -119,11 +119,11 @@ def _request(args: argparse.Namespace, threads: int | None):  # -> OptimizeReque
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    from ..cli import _settings
-    from .report import format_table, write_json
-    from .runner import optimize
+    from ..optimize.report import format_table, write_json
+    from ..optimize.runner import optimize
+    from .common import settings_from
 
-    settings = _settings(args)
+    settings = settings_from(args)
     report = optimize(_request(args, settings.threads), settings)
     if args.json == "-":
         write_json(report, "-")

@@ -9,13 +9,13 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from ..argtypes import positive_float, positive_int
 from ..errors import InvalidInputError
 from ..repository import DEFAULT_DETECTOR
+from .argtypes import positive_float, positive_int
 
 
 def _sinks(args: argparse.Namespace, fps: float | None) -> list[Any]:
-    from .sinks import JsonLinesSink, output_sink
+    from ..camera.sinks import JsonLinesSink, output_sink
 
     sinks: list[Any] = []
     if args.json_lines is not None:
@@ -56,19 +56,19 @@ def run_local(args: argparse.Namespace) -> int:
     import time
 
     from ..backends.base import LoadOptions
-    from ..cli import _repository, _settings
+    from ..camera.capture import OpenOptions, open_capture
+    from ..camera.pipeline import PipelineOptions, StreamPipeline
+    from ..camera.pump import FramePump
+    from ..camera.uri import parse_source
     from ..predictor import Predictor
-    from .capture import OpenOptions, open_capture
-    from .pipeline import PipelineOptions, StreamPipeline
-    from .pump import FramePump
-    from .uri import parse_source
+    from .common import repository_from, settings_from
 
     spec = parse_source(args.source)
-    settings = _settings(args)
+    settings = settings_from(args)
     options = OpenOptions(args.open_timeout, args.open_timeout, settings.host_root)
     lossless = not spec.live and not args.realtime
     with Predictor.open(args.model or DEFAULT_DETECTOR, backend=args.backend, settings=settings,
-                        repository=_repository(settings),
+                        repository=repository_from(settings),
                         options=LoadOptions(threads=settings.threads)) as predictor:
         capture = open_capture(spec, options)
         sinks = _sinks(args, capture.fps)
@@ -91,8 +91,8 @@ def run_local(args: argparse.Namespace) -> int:
 
 
 def run_served(args: argparse.Namespace) -> int:
-    from ..serving.cli import run_service
     from ..serving.config import ModelConfig, ServeConfig, validate_serve
+    from .serve import run_service
 
     if args.output is not None or args.json_lines is not None or args.max_frames is not None:
         raise InvalidInputError("--serve shows the stream at http://HOST:PORT/ and /v1/streams; "
