@@ -21,7 +21,7 @@ from ..predictor import Predictor, open_session
 from ..repository import ModelPackage, ModelRepository
 from ..types import TensorSpec, to_v2_datatype
 from .batching import DynamicBatcher, Ticket, batch_rows
-from .config import DEFAULT_INSTANCES, ModelConfig, ServeConfig, WorkingHook
+from .config import DEFAULT_INSTANCES, ModelConfig, ServeConfig, WorkingHook, load_options_for
 from .errors import ModelNotReadyError, RequestTimeoutError
 from .metrics import ModelStats, ServingMetrics
 
@@ -69,9 +69,7 @@ def default_threads(instances: int) -> int:
 
 def load_options(model: ModelConfig, config: ServeConfig) -> LoadOptions:
     """The runtime options the service loads ``model`` with."""
-    instances = model.instances or DEFAULT_INSTANCES
-    threads = model.threads or config.settings.threads or default_threads(instances)
-    return LoadOptions(threads=threads)
+    return load_options_for(model, config.settings, default_threads(model.instances or DEFAULT_INSTANCES))
 
 
 def release_free_heap() -> None:

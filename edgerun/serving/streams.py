@@ -8,9 +8,10 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -21,10 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..camera.capture import Capture, OpenOptions, open_capture
 from ..camera.pipeline import DEGRADED, Infer, PipelineOptions, StreamPipeline
 from ..camera.pump import ENDED, RUNNING, STOPPED, Backoff, FramePump
+from ..camera.sinks import Sink, output_sink
 from ..camera.uri import SourceSpec, parse_source
 from ..errors import EdgerunError, InvalidInputError
 from ..predictor import Result
 from ..repository import DEFAULT_DETECTOR
+from .config import StreamConfig, StreamOptions
 from .errors import ModelNotReadyError
 from .service import Service
 
@@ -45,17 +48,6 @@ class StreamLimitError(EdgerunError):
 
 class StreamNotFoundError(EdgerunError):
     http_status = 404
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    max_fps: float | None = Field(default=None, gt=0, le=1000, description="cap on inferences per second")
-    loop: bool = Field(default=False, description="files and folders: start again at the end")
-    realtime: bool = Field(default=True, description="files: read at the file's frame rate, like a camera")
-    open_timeout_s: float = Field(default=5.0, gt=0, le=60)
-    read_timeout_s: float = Field(default=5.0, gt=0, le=60,
-                                  description="a stalled source reconnects after this")
-    jpeg_quality: int = Field(default=80, ge=10, le=100)
 
 
 class StreamCreate(BaseModel):
@@ -106,7 +98,8 @@ class Stream:
     """One running stream: the pipeline and its MJPEG and event feeds."""
 
     def __init__(self, stream_id: str, request: StreamCreate, spec: SourceSpec,
-                 loop: asyncio.AbstractEventLoop, infer: Infer, host_options: OpenOptions) -> None:
+                 loop: asyncio.AbstractEventLoop, infer: Infer, host_options: OpenOptions,
+                 sinks: Sequence[Sink] = ()) -> None:
         self.id, self.request, self.spec = stream_id, request, spec
         self.created_at = time.time()
         self.frames = Feed(loop, 1)
@@ -120,6 +113,7 @@ class Stream:
         self.pipeline = StreamPipeline(
             pump, infer, PipelineOptions(max_fps=options.max_fps, jpeg_quality=options.jpeg_quality,
                                          lossless=finite and not options.realtime), stream_id=stream_id,
+            sinks=sinks,
             on_event=self.events.publish, on_jpeg=self._jpeg, wants_jpeg=lambda: self.frames.active)
 
     def _jpeg(self, jpeg: bytes, seq: int) -> None:
@@ -187,9 +181,10 @@ class StreamManager:
                                     f"{runner.package.task!r}); streams need a classifier or a detector")
         return parse_source(request.source)
 
-    async def create(self, request: StreamCreate, validate: bool = True) -> Stream:
+    async def create(self, request: StreamCreate, validate: bool = True, output: str | None = None) -> Stream:
         """Start a stream. ``validate`` opens the source and decodes a frame first (4xx if that fails);
-        otherwise the stream keeps retrying with backoff until the source appears."""
+        otherwise the stream keeps retrying with backoff until the source appears. ``output`` (the
+        operator's config only, never a request) also writes annotated frames to a file or folder."""
         self._loop = asyncio.get_running_loop()
         spec = self._check(request)
         options = OpenOptions(request.options.open_timeout_s, request.options.read_timeout_s,
@@ -200,8 +195,9 @@ class StreamManager:
             if validate:
                 capture = await asyncio.to_thread(open_capture, spec, options)
             stream_id = f"s{next(self._ids)}"
+            sinks = [output_sink(Path(output), request.options.max_fps)] if output else []
             stream = Stream(stream_id, request, spec, self._loop,
-                            self._infer(request.model, self.service.config.request_timeout_s), options)
+                            self._infer(request.model, self.service.config.request_timeout_s), options, sinks)
             stream.pipeline.start(capture)
             self.streams[stream_id] = stream
         finally:
@@ -231,11 +227,12 @@ class StreamManager:
         """Start the config file's streams once the models are ready (sources retried until they appear)."""
         while not self.service.started and not self.service.stopping:
             await asyncio.sleep(0.1)
-        for index, data in enumerate(self.service.config.streams):
+        for index, configured in enumerate(self.service.config.streams):
             try:
-                await self.create(StreamCreate.model_validate(dict(data)), validate=False)
+                await self.create(StreamCreate.model_validate(configured.request_body()), validate=False,
+                                  output=configured.output)
             except Exception as exc:
-                log.error("config stream %d (%s) not started: %s", index, dict(data).get("source"), exc)
+                log.error("config stream %d (%s) not started: %s", index, configured.source, exc)
 
 
 class StreamCollector:
@@ -406,6 +403,6 @@ def install_streams(app: FastAPI, service: Service) -> StreamManager:
     return manager
 
 
-def with_streams(config: Any, *streams: Mapping[str, Any]) -> Any:
+def with_streams(config: Any, *streams: Mapping[str, Any] | StreamConfig) -> Any:
     """``config`` (a ServeConfig) with more start-up streams."""
     return replace(config, streams=(*config.streams, *streams))
