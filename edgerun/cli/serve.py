@@ -18,7 +18,11 @@ ACCESS_LOGGER = "edgerun.serving.access"
 
 
 def _configure_logging(verbose: bool) -> None:
-    """Service logs at INFO on stderr; access log records as bare JSON lines."""
+    """Service logs at INFO on stderr, a repeated warning once per window with a count; access log
+    records as bare JSON lines."""
+    from ..serving.logfilter import install_repeat_filter
+
+    install_repeat_filter()
     for name in ("edgerun", "uvicorn"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     access = logging.getLogger(ACCESS_LOGGER)
