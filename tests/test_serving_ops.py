@@ -144,11 +144,13 @@ def test_access_log_is_one_json_object_per_request(served: ServerThread,
     assert record["path"] == "/v2/health/live" and record["status"] == 200 and float(str(record["ms"])) >= 0
 
 
-def test_api_key_guards_everything_but_liveness(strict: ServerThread) -> None:
+def test_api_key_guards_everything_but_health_metrics_and_docs(strict: ServerThread) -> None:
     with httpx.Client(base_url=strict.url, timeout=30) as http:
-        assert http.get("/v2/health/live").status_code == 200
-        for method, path in (("GET", "/v2"), ("GET", "/v2/health/ready"), ("GET", "/metrics"),
-                             ("GET", "/openapi.json"), ("POST", "/v2/models/mobilenet_v2/infer"),
+        for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/mobilenet_v2/ready",
+                     "/v2/models/mobilenet_v2/versions/1/ready", "/metrics", "/openapi.json", "/docs"):
+            assert http.get(path).status_code == 200, path
+        for method, path in (("GET", "/v2"), ("GET", "/v2/models/mobilenet_v2"), ("GET", "/v1/health"),
+                             ("POST", "/v2/models/mobilenet_v2/infer"),
                              ("POST", "/v1/models/mobilenet_v2/predict"), ("POST", "/v2/repository/index")):
             response = http.request(method, path)
             assert response.status_code == 401, path
@@ -157,8 +159,9 @@ def test_api_key_guards_everything_but_liveness(strict: ServerThread) -> None:
         assert http.get("/v2", headers={"X-API-Key": API_KEY}).status_code == 200
         assert http.get("/v2", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
     client = triton.InferenceServerClient(strict.host_port)
-    assert not client.is_server_ready()
-    assert client.is_server_ready(headers={"X-API-Key": API_KEY})
+    assert client.is_server_ready() and client.is_model_ready("mobilenet_v2")  # as Triton's: no key
+    with pytest.raises(Exception, match="API key"):
+        client.get_server_metadata()
 
 
 def test_openapi_documents_the_v2_routes(served: ServerThread) -> None:
