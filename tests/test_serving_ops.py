@@ -209,18 +209,20 @@ def test_a_model_that_fails_to_load_keeps_the_server_live_but_not_ready(tmp_path
 
 def test_config_files_json_and_toml(tmp_path: Path) -> None:
     json_file = tmp_path / "serve.json"
-    json_file.write_text(json.dumps({"port": 9000, "request_timeout_s": 5, "models": [
+    json_file.write_text(json.dumps({"server": {"port": 9000}, "limits": {"request_timeout_s": 5}, "models": [
         "blazeface", {"name": "mobilenet_v2", "dynamic_batching": True, "max_queue_delay_us": 2000}]}))
     config = load_config(json_file, environ={"EDGERUN_API_KEY": "from-the-environment"})
     assert config.port == 9000 and config.request_timeout_s == 5.0
     assert config.api_key == "from-the-environment"
     assert config.model_config("mobilenet_v2").dynamic_batching
     toml_file = tmp_path / "serve.toml"
-    toml_file.write_text('host = "0.0.0.0"\n[[models]]\nname = "blazeface"\ninstances = 1\n')
+    toml_file.write_text('[server]\nhost = "0.0.0.0"\n[[models]]\nname = "blazeface"\ninstances = 1\n')
     assert load_config(toml_file, environ={}).models == (ModelConfig("blazeface", instances=1),)
-    for text, message in (('{"port": "80"}', "port must be int"), ('{"models": [{"name": "a", "x": 1}]}',
-                                                                   "unknown keys"),
-                          ('{"api_key": "short"}', ">= 8 characters"), ("[1]", "object")):
+    for text, message in (('{"server": {"port": "eighty"}}', "server.port: Input should be a valid integer"),
+                          ('{"models": [{"name": "a", "x": 1}]}', "models[0].x: unknown key"),
+                          ('{"auth": {"api_key": "short"}}', "auth.api_key: String should have at least 8"),
+                          ('{"port": 80}', "port: unknown key (it belongs in the server section"),
+                          ("[1]", "mapping")):
         json_file.write_text(text)
         with pytest.raises(InvalidInputError, match=re.escape(message)):
             load_config(json_file, environ={})

@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from .. import __version__
 from . import wire
 from .config import LifecycleHooks, ServeConfig
+from .docs import install_docs
 from .errors import install_error_handlers
 from .image import image_router
 from .middleware import ServiceMiddleware
@@ -68,11 +69,13 @@ def create_app(config: ServeConfig, hooks: LifecycleHooks | None = None) -> Fast
     """A FastAPI app serving ``config.models``; models load in the background once it starts."""
     service = Service(config, hooks)
     app = FastAPI(title="edgerun", version=__version__, lifespan=_lifespan(service),
+                  docs_url=None, redoc_url=None,  # served by install_docs, without a CDN
                   description="KServe V2 inference protocol (with Triton's binary tensor, "
                               "classification, configuration, statistics and repository extensions) "
                               "and an image upload endpoint.")
     app.state.service = service
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(v2_router(service))
     app.include_router(image_router(service))
     app.include_router(web_router(service))
