@@ -25,8 +25,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from ..serving.config import config_schema
+    from ..serving.config_doc import config_reference
 
-    print(json.dumps(config_schema(), indent=2, ensure_ascii=False))
+    if args.markdown:
+        sys.stdout.write(config_reference())
+    else:
+        print(json.dumps(config_schema(), indent=2, ensure_ascii=False))
     return 0
 
 
@@ -47,4 +51,6 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     schema = actions.add_parser("schema", parents=[common], help="print the JSON Schema of the file",
                                 description="The JSON Schema (draft 2020-12) of the configuration file; "
                                             "the repository keeps a copy in docs/schema/config.schema.json.")
+    schema.add_argument("--markdown", action="store_true",
+                        help="the settings as Markdown tables (docs/configuration.md) instead")
     schema.set_defaults(handler=cmd_schema)

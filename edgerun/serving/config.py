@@ -132,10 +132,10 @@ class StreamOptions(BaseModel):
     max_fps: float | None = Field(default=None, gt=0, le=1000, description="cap on inferences per second")
     loop: bool = Field(default=False, description="files and folders: start again at the end")
     realtime: bool = Field(default=True, description="files: read at the file's frame rate, like a camera")
-    open_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    open_timeout_s: float = Field(default=5.0, gt=0, le=60, description="network sources: connect timeout")
     read_timeout_s: float = Field(default=5.0, gt=0, le=60,
                                   description="a stalled source reconnects after this")
-    jpeg_quality: int = Field(default=80, ge=10, le=100)
+    jpeg_quality: int = Field(default=80, ge=10, le=100, description="of the annotated MJPEG frames")
 
 
 @config_dataclass(frozen=True, config=STRICT)
@@ -410,12 +410,28 @@ def _option_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def effective_options(model: ModelConfig, options: LoadOptions) -> dict[str, Any]:
-    """What a model was loaded with, as shown by /v2/models/{m}/config (no platform object)."""
-    shown: dict[str, Any] = {"threads": options.threads, "device": options.device}
-    if options.providers:
-        shown["providers"] = list(options.providers)
-    return {**shown, **dict(model.options)}
+def effective_options(model: ModelConfig, options: LoadOptions | None) -> dict[str, str]:
+    """What a model was loaded with (device, threads, providers, its own options), as strings."""
+    shown: dict[str, Any] = {}
+    if options is not None:
+        shown = {"device": options.device, "threads": options.threads,
+                 "providers": ",".join(options.providers) if options.providers else None}
+    shown.update(model.options)
+    return {key: _option_text(value) for key, value in shown.items() if value is not None}
+
+
+def triton_settings(model: ModelConfig, backend: str, options: LoadOptions | None,
+                    on_cpu: bool) -> dict[str, Any]:
+    """The model configuration fields that show the effective settings, in Triton's conventions:
+    ``parameters`` (string values) and ``optimization.execution_accelerators`` (the backend as the
+    accelerator, with its options; Triton knows only GPU and CPU lists, so an NPU or TPU backend
+    is listed as a GPU accelerator)."""
+    effective = effective_options(model, options)
+    parameters = {"backend": backend, **effective}
+    accelerator = {"name": backend, "parameters": effective}
+    kind = "cpu_execution_accelerator" if on_cpu else "gpu_execution_accelerator"
+    return {"parameters": {key: {"string_value": value} for key, value in parameters.items()},
+            "optimization": {"execution_accelerators": {kind: [accelerator]}}}
 
 
 # ---- schema and output -------------------------------------------------------------------------

@@ -91,6 +91,8 @@ def zeros_for(spec: TensorSpec) -> np.ndarray:
 class ModelRunner:
     """One loaded model: its session (and Predictor when it has an image pipeline), workers, stats."""
 
+    load_options: LoadOptions | None = None  # what the session was opened with (set by load_runner)
+
     def __init__(self, model: ModelConfig, package: ModelPackage, selection: Selection | None,
                  session: Session, metrics: ServingMetrics, working: WorkingHook | None = None) -> None:
         self.name = model.name
@@ -232,6 +234,7 @@ def load_runner(model: ModelConfig, config: ServeConfig, repository: ModelReposi
                                                repository=repository, settings=config.settings)
     try:
         runner = ModelRunner(model, package, selection, session, metrics, working)
+        runner.load_options = options
         runner.warmup()
     except BaseException:
         session.close()
