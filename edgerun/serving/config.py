@@ -38,6 +38,7 @@ OVERRIDE_PREFIX = "EDGERUN_"
 OVERRIDE_SEPARATOR = "__"   # EDGERUN_LIMITS__MAX_CONNECTIONS=200, EDGERUN_MODELS__0__BACKEND=litert
 DEFAULT_MODELS = (DEFAULT_CLASSIFIER, DEFAULT_DETECTOR)
 DEFAULT_INSTANCES = 2  # concurrent executions of a thread-safe session (Triton's CPU default too)
+MAX_CONFIG_BYTES = 1024 * 1024
 FILE_KINDS = {".yaml": "YAML", ".yml": "YAML", ".toml": "TOML", ".json": "JSON"}
 
 # Unknown keys are errors; NaN and infinity are refused wherever a number is expected.
@@ -223,10 +224,15 @@ class LifecycleHooks:
 
 # ---- errors ------------------------------------------------------------------------------------
 def _key(location: Sequence[int | str]) -> str:
-    parts = [str(p) for p in location if p not in ("function-after[_unique_models(), ServeConfig]",)]
+    """``models[0].threads`` for ("models", 0, "threads"); odd key names quoted (a file may hold any)."""
     text = ""
-    for part in parts:
-        text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part.isidentifier():
+            text += f".{part}" if text else part
+        else:
+            text += f"[{json.dumps(part, ensure_ascii=False)}]"
     return text or "(top level)"
 
 
@@ -234,7 +240,7 @@ def describe_errors(error: ValidationError, where: str) -> str:
     """One line naming every wrong key: ``where: limits.max_connections: Input should be ...``."""
     problems = []
     for item in error.errors(include_url=False):
-        message = item["msg"].removeprefix("Value error, ")
+        message = " ".join(item["msg"].removeprefix("Value error, ").split())
         if item["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
             message = "unknown key" + _section_hint(item["loc"])
         problems.append(f"{_key(item['loc'])}: {message}")
@@ -265,11 +271,16 @@ def replace_config(config: ServeConfig, where: str = "config", **changes: Any) -
 
 
 # ---- reading -----------------------------------------------------------------------------------
-def _parse(path: Path, text: str) -> Any:
+def _kind(path: Path) -> str:
     kind = FILE_KINDS.get(path.suffix.lower())
     if kind is None:
         raise InvalidInputError(f"config file {path}: unknown type {path.suffix or '(no suffix)'!r}; "
                                 f"use {', '.join(FILE_KINDS)}")
+    return kind
+
+
+def _parse(path: Path, text: str) -> Any:
+    kind = _kind(path)
     try:
         if kind == "YAML":
             import yaml
@@ -284,14 +295,23 @@ def _parse(path: Path, text: str) -> Any:
         raise InvalidInputError(f"{kind} config files need {exc.name}: use "
                                 f"{'JSON' if kind == 'TOML' else 'pip install pyyaml'}") from None
     except Exception as exc:  # json/toml ValueError, yaml.YAMLError, RecursionError on deep nesting
+        reason = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         raise InvalidInputError(f"config file {path} is not valid {kind}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+                                f"{reason[:300] or type(exc).__name__}") from None
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """The parsed content of a YAML, TOML or JSON file (by suffix); an empty file is {}."""
+    """The parsed content of a YAML, TOML or JSON file (by suffix); an empty file is {}. Only a
+    regular file of at most MAX_CONFIG_BYTES is read (not a FIFO or a device)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.exists() and not path.is_file():
+            raise InvalidInputError(f"config file {path} is not a regular file")
+        _kind(path)
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise InvalidInputError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise InvalidInputError(f"cannot read config file {path}: {reason}") from None
