@@ -78,8 +78,9 @@ def _write(folder: Path, name: str, text: str) -> Path:
 
 
 def test_yaml_toml_and_json_files_give_one_configuration(tmp_path: Path) -> None:
-    files = [_write(tmp_path, "c.yaml", yaml.safe_dump(CONTENT)), _write(tmp_path, "c.toml", TOML),
-             _write(tmp_path, "c.yml", yaml.safe_dump(CONTENT)), _write(tmp_path, "c.json", json.dumps(CONTENT))]
+    text = yaml.safe_dump(CONTENT)
+    files = [_write(tmp_path, "c.yaml", text), _write(tmp_path, "c.toml", TOML),
+             _write(tmp_path, "c.yml", text), _write(tmp_path, "c.json", json.dumps(CONTENT))]
     configs = [load_config(path, environ={}) for path in files]
     assert all(c == configs[0] for c in configs)
     config = configs[0]
