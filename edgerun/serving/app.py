@@ -16,7 +16,7 @@ from .config import LifecycleHooks, ServeConfig
 from .docs import install_docs
 from .errors import install_error_handlers
 from .image import image_router
-from .middleware import ServiceMiddleware
+from .middleware import ServiceMiddleware, document_refusals
 from .service import Service
 from .streams import install_streams
 from .v2 import v2_router
@@ -51,6 +51,7 @@ def _openapi(app: FastAPI) -> Any:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(request.pop("$defs", {}))
             components["InferRequest"] = request
+            document_refusals(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

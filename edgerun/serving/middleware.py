@@ -50,6 +50,21 @@ def _offered_key(scope: Scope) -> bytes:
     return _raw_header(scope, b"x-api-key") or b""
 
 
+def document_refusals(schema: dict[str, Any]) -> None:
+    """Add this middleware's own answers to an OpenAPI schema: 403 (foreign Origin) on every
+    unsafe method, 415 (form content type) on the state-changing routes, 413 where a body is taken."""
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            if method.upper() not in UNSAFE_METHODS:
+                continue
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("403", {**error, "description": "cross-origin request refused"})
+            responses.setdefault("413", {**error, "description": "body over the limit"})
+            if STATE_CHANGING.fullmatch(path.replace("{", "").replace("}", "")):
+                responses.setdefault("415", {**error, "description": "form content type, without an API key"})
+
+
 class ServiceMiddleware:
     """Wraps every HTTP request: rejects early (401, 413), counts, times and logs it."""
 

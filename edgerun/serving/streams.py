@@ -30,6 +30,7 @@ from ..repository import DEFAULT_DETECTOR
 from .config import StreamConfig, StreamOptions
 from .errors import ModelNotReadyError
 from .service import Service
+from .wire import ErrorBody
 
 log = logging.getLogger(__name__)
 
@@ -329,37 +330,46 @@ async def _events(manager: StreamManager, stream: Stream, request: Request) -> A
 _NO_BUFFERING = {"Cache-Control": "no-cache, no-store", "X-Accel-Buffering": "no"}
 
 
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    texts = {400: "bad request body, or the source cannot be opened or decoded",
+             401: "missing or wrong API key", 404: "unknown stream, or model not loaded",
+             429: "max_streams streams are already running", 503: "model loading or service stopping"}
+    return {status: {"model": ErrorBody, "description": texts[status]} for status in (401, *statuses)}
+
+
 def stream_router(manager: StreamManager) -> APIRouter:
     router = APIRouter(tags=["streams"])
 
-    @router.post("/v1/streams", status_code=201, name="create_stream")
+    @router.post("/v1/streams", status_code=201, name="create_stream", responses=_errors(400, 404, 429, 503))
     async def create(body: StreamCreate) -> dict[str, Any]:
         """Open the source (4xx if it cannot be opened or decoded) and start inference on it."""
         return (await manager.create(body)).snapshot()
 
-    @router.get("/v1/streams", name="list_streams")
+    @router.get("/v1/streams", name="list_streams", responses=_errors())
     async def streams() -> dict[str, Any]:
         return {"max_streams": manager.limit,
                 "streams": [s.snapshot() for s in list(manager.streams.values())]}
 
-    @router.get("/v1/streams/{stream_id}", name="get_stream")
+    @router.get("/v1/streams/{stream_id}", name="get_stream", responses=_errors(404))
     async def get(stream_id: str) -> dict[str, Any]:
         """State, FPS, frame counters, mean stage timings (ms) and the last result."""
         return manager.get(stream_id).snapshot()
 
-    @router.delete("/v1/streams/{stream_id}", name="delete_stream")
+    @router.delete("/v1/streams/{stream_id}", name="delete_stream", responses=_errors(404))
     async def delete(stream_id: str) -> dict[str, Any]:
         await manager.delete(stream_id)
         return {"id": stream_id, "state": STOPPED}
 
-    @router.get("/v1/streams/{stream_id}/mjpeg", name="stream_mjpeg", response_class=StreamingResponse)
+    @router.get("/v1/streams/{stream_id}/mjpeg", name="stream_mjpeg", response_class=StreamingResponse,
+                responses=_errors(404))
     async def mjpeg(stream_id: str, request: Request) -> StreamingResponse:
         """Annotated frames as multipart/x-mixed-replace JPEG (what an <img> tag or FFmpeg can read)."""
         stream = manager.get(stream_id)
         return StreamingResponse(_mjpeg(manager, stream, request), headers=_NO_BUFFERING,
                                  media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
 
-    @router.get("/v1/streams/{stream_id}/events", name="stream_events", response_class=StreamingResponse)
+    @router.get("/v1/streams/{stream_id}/events", name="stream_events", response_class=StreamingResponse,
+                responses=_errors(404))
     async def events(stream_id: str, request: Request) -> StreamingResponse:
         """Server-sent events: 'result' per processed frame (id = frame sequence), 'state' on changes."""
         stream = manager.get(stream_id)
