@@ -297,3 +297,22 @@ def test_the_example_file_is_valid_and_names_shipped_models() -> None:
     defaults = effective_config(ServeConfig(settings=Settings()))
     for section in ("server", "auth", "limits", "telemetry"):  # the example states the defaults
         assert commented[section] == defaults[section], section
+
+
+def test_a_configured_stream_writes_annotated_frames_to_its_output(clip: Path, tmp_path: Path) -> None:
+    from edgerun.serving import create_app
+
+    from .camera_helpers import wait_for
+
+    frames = tmp_path / "frames"
+    config = config_from_mapping({
+        "models": [{"name": "blazeface", "backend": "onnxruntime", "threads": 1}],
+        "streams": [{"source": str(clip), "model": "blazeface", "fps": 20, "output": str(frames),
+                     "options": {"realtime": False}}]}, "test", Settings())
+    with ServerThread(create_app(config)) as server, server.client() as client:
+        server.wait_ready()
+        wait_for(lambda: len(list(frames.glob("*.jpg"))) >= 2, 20, "JPEG frames in the output folder")
+        (stream,) = client.get("/v1/streams").json()["streams"]
+        assert stream["model"] == "blazeface"
+    first = sorted(frames.glob("*.jpg"))[0].read_bytes()
+    assert first[:3] == b"\xff\xd8\xff"  # JPEG

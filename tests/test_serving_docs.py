@@ -39,3 +39,23 @@ def test_docs_page_names_no_external_url_and_its_assets_load(docs_server: Server
         css = http.get("/docs/static/swagger-ui.css")
         assert css.headers["content-type"].startswith("text/css")
         assert "javascript" in http.get("/docs/static/swagger-ui-bundle.js").headers["content-type"]
+
+
+def test_streams_are_documented_with_their_error_statuses(docs_server: ServerThread) -> None:
+    with docs_server.client() as http:
+        paths = http.get("/openapi.json").json()["paths"]
+    assert {"400", "404", "429", "403", "415"} <= set(paths["/v1/streams"]["post"]["responses"])
+    assert "404" in paths["/v1/streams/{stream_id}"]["delete"]["responses"]
+    assert "404" in paths["/v1/streams/{stream_id}/mjpeg"]["get"]["responses"]
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("PUT", "/v1/streams", "GET, POST"), ("POST", "/v1/streams/s1", "DELETE, GET"),
+    ("DELETE", "/v2/health/live", "GET"), ("GET", "/v2/models/m/infer", "POST"),
+])
+def test_405_answers_name_every_allowed_method(docs_server: ServerThread, method: str, path: str,
+                                               allowed: str) -> None:
+    with docs_server.client() as http:
+        response = http.request(method, path)
+    assert response.status_code == 405 and response.headers["allow"] == allowed
+    assert allowed in response.json()["error"]
