@@ -346,6 +346,8 @@ def _with(node: Any, parts: list[str], value: Any, variable: str) -> Any:
         copy = list(node)
         copy[int(head)] = _with(node[int(head)], rest, value, variable)
         return copy
+    if node is None and head.isdigit():
+        raise InvalidInputError(f"{variable}: no list item {head} to set (the file has no such list)")
     if node is None:
         node = {}
     if not isinstance(node, dict):
