@@ -126,10 +126,11 @@ def test_environment_variables_override_single_values(tmp_path: Path) -> None:
     for variable, value, message in (("EDGERUN_MODELS__7__THREADS", "1", "no item '7'"),
                                      ("EDGERUN_LIMITS__MAX_CONNECTIONS", "many", "limits.max_connections"),
                                      ("EDGERUN_SERVER__NOPE", "1", "server.nope: unknown key"),
-                                     ("EDGERUN_SERVER__HOST__X", "1", "not a mapping"),
-                                     ("EDGERUN_STREAMS__0__FPS", "1", "no list item 0")):
+                                     ("EDGERUN_SERVER__HOST__X", "1", "not a mapping")):
         with pytest.raises(InvalidInputError, match=message):
             load_config(path, environ={variable: value})
+    with pytest.raises(InvalidInputError, match="EDGERUN_STREAMS__0__FPS: no list item 0"):
+        load_config(None, environ={"EDGERUN_STREAMS__0__FPS": "1"}, root=tmp_path)
 
 
 @pytest.mark.parametrize(("content", "message"), [
