@@ -122,5 +122,4 @@ def budgeted_protocol(limits: LimitsConfig) -> type[HttpToolsProtocol]:
 
 def uvicorn_budgets(limits: LimitsConfig) -> dict[str, Any]:
     """uvicorn.Config keyword arguments for ``limits``."""
-    return {"http": budgeted_protocol(limits), "timeout_keep_alive": limits.keep_alive_timeout_s,
-            "backlog": min(2048, max(128, limits.max_connections * 2))}
+    return {"http": budgeted_protocol(limits), "timeout_keep_alive": limits.keep_alive_timeout_s}
