@@ -1,5 +1,6 @@
-"""Connection budgets for uvicorn's httptools protocol: a cap on open connections (503 + Retry-After),
-a deadline for each request's line and headers (408), a cap on their size (431)."""
+"""Connection budgets for uvicorn's httptools protocol: a cap on open connections (the oldest silent one
+makes room, else 503 + Retry-After), a deadline for each request's line and headers (408), a cap on
+their size (431)."""
 
 from __future__ import annotations
 
@@ -32,11 +33,14 @@ def status_response(status: int, message: str, headers: dict[str, str] | None = 
 
 
 def budgeted_protocol(limits: LimitsConfig) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol class with ``limits``' connection budgets."""
+    """uvicorn's httptools protocol class with ``limits``' connection budgets (one class per server)."""
+    silent: dict[HttpToolsProtocol, None] = {}  # connections that have not sent a byte, oldest first
 
     class BudgetedProtocol(HttpToolsProtocol):
         """One connection. Until a request's headers are complete, its bytes are counted and a
-        deadline runs; a connection over the cap is answered 503 before anything is parsed."""
+        deadline runs. At the cap, a new connection closes the oldest one that has not sent a byte
+        (a client that only holds sockets cannot lock out one that talks); when every connection
+        is talking, the new one is answered 503 before anything is parsed."""
 
         _header_timer: asyncio.TimerHandle | None = None
         _header_bytes = 0
@@ -44,11 +48,21 @@ def budgeted_protocol(limits: LimitsConfig) -> type[HttpToolsProtocol]:
         _refused = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            if len(self.connections) >= limits.max_connections:
+            if len(self.connections) >= limits.max_connections and not self._evict_silent():
                 self._refuse(transport)
                 return
             super().connection_made(transport)
+            silent[self] = None
             self._start_header_timer()
+
+        @staticmethod
+        def _evict_silent() -> bool:
+            for oldest in silent:
+                del silent[oldest]
+                oldest.connections.discard(oldest)
+                oldest.transport.close()
+                return True
+            return False
 
         def _refuse(self, transport: asyncio.Transport) -> None:
             self._refused = True
@@ -58,13 +72,17 @@ def budgeted_protocol(limits: LimitsConfig) -> type[HttpToolsProtocol]:
             transport.write(status_response(
                 503, f"too many connections (limit {limits.max_connections}); retry later",
                 {"retry-after": str(RETRY_AFTER_S)}))
-            if transport.can_write_eof():
+            try:
                 transport.write_eof()
+            except OSError:  # the client is already gone
+                transport.close()
+                return
             self.loop.call_later(REJECT_LINGER_S, transport.close)
 
         def data_received(self, data: bytes) -> None:
             if self._refused:
                 return  # discarded: the 503 is on its way
+            silent.pop(self, None)
             if self._awaiting_headers:
                 self._header_bytes += len(data)
                 self._start_header_timer()
@@ -89,6 +107,7 @@ def budgeted_protocol(limits: LimitsConfig) -> type[HttpToolsProtocol]:
             self._awaiting_headers = True  # what comes next is the next request's line and headers
 
         def connection_lost(self, exc: Exception | None) -> None:
+            silent.pop(self, None)
             self._cancel_header_timer()
             if not self._refused:
                 super().connection_lost(exc)
