@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from edgerun.config import Settings
 from edgerun.serving import ServeConfig, create_app
 
+from .camera_helpers import Chromium, Page, wait_for
 from .serving_helpers import ServerThread
 
 URL_ATTRIBUTE = re.compile(r"""(?:src|href|url)\s*[=:(]\s*['"]([^'"]+)['"]""")
@@ -59,3 +61,24 @@ def test_405_answers_name_every_allowed_method(docs_server: ServerThread, method
         response = http.request(method, path)
     assert response.status_code == 405 and response.headers["allow"] == allowed
     assert allowed in response.json()["error"]
+
+
+@pytest.mark.parametrize(("page_path", "rendered"), [
+    ("/docs", "document.querySelectorAll('.opblock').length"),
+    ("/redoc", "document.querySelectorAll('[data-section-id^=\"operation/\"]').length"),
+])
+def test_docs_pages_render_in_a_browser_from_the_server_alone(docs_server: ServerThread, tmp_path: Path,
+                                                              page_path: str, rendered: str) -> None:
+    browser = Chromium(tmp_path / "chromium-profile")
+    try:
+        page = Page(browser)
+        page.send("Network.enable")
+        page.send("Page.navigate", {"url": f"{docs_server.url}{page_path}"})
+        operations = wait_for(lambda: page.evaluate(rendered) >= 20, 30, f"{page_path} rendered")
+        assert operations and not page.errors(), page.errors()
+        requested = {e["params"]["request"]["url"] for e in list(browser.events)
+                     if e.get("method") == "Network.requestWillBeSent" and e.get("sessionId") == page.session}
+        assert requested and all(url.startswith((docs_server.url, "data:", "blob:")) for url in requested), \
+            sorted(requested)
+    finally:
+        browser.close()
