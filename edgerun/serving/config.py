@@ -39,6 +39,7 @@ OVERRIDE_SEPARATOR = "__"   # EDGERUN_LIMITS__MAX_CONNECTIONS=200, EDGERUN_MODEL
 DEFAULT_MODELS = (DEFAULT_CLASSIFIER, DEFAULT_DETECTOR)
 DEFAULT_INSTANCES = 2  # concurrent executions of a thread-safe session (Triton's CPU default too)
 MAX_CONFIG_BYTES = 1024 * 1024
+MAX_PROBLEMS = 10  # wrong keys named in one error line
 FILE_KINDS = {".yaml": "YAML", ".yml": "YAML", ".toml": "TOML", ".json": "JSON"}
 
 # Unknown keys are errors; NaN and infinity are refused wherever a number is expected.
@@ -195,14 +196,37 @@ class ServeConfig:
         return self
 
     # The settings the request path reads, by their short names.
-    host = property(lambda self: self.server.host)
-    port = property(lambda self: self.server.port)
-    graceful_timeout_s = property(lambda self: self.server.graceful_timeout_s)
-    access_log = property(lambda self: self.server.access_log)
-    api_key = property(lambda self: self.auth.api_key)
-    max_body_bytes = property(lambda self: self.limits.max_body_bytes)
-    request_timeout_s = property(lambda self: self.limits.request_timeout_s)
-    max_streams = property(lambda self: self.limits.max_streams)
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def graceful_timeout_s(self) -> float:
+        return self.server.graceful_timeout_s
+
+    @property
+    def access_log(self) -> bool:
+        return self.server.access_log
+
+    @property
+    def api_key(self) -> str | None:
+        return self.auth.api_key
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.limits.max_body_bytes
+
+    @property
+    def request_timeout_s(self) -> float:
+        return self.limits.request_timeout_s
+
+    @property
+    def max_streams(self) -> int:
+        return self.limits.max_streams
 
     def model_config(self, name: str) -> ModelConfig:
         """The configured settings for ``name``, or the defaults."""
@@ -239,12 +263,13 @@ def _key(location: Sequence[int | str]) -> str:
 def describe_errors(error: ValidationError, where: str) -> str:
     """One line naming every wrong key: ``where: limits.max_connections: Input should be ...``."""
     problems = []
-    for item in error.errors(include_url=False):
+    for item in error.errors(include_url=False)[:MAX_PROBLEMS]:
         message = " ".join(item["msg"].removeprefix("Value error, ").split())
         if item["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
             message = "unknown key" + _section_hint(item["loc"])
         problems.append(f"{_key(item['loc'])}: {message}")
-    return f"{where}: " + "; ".join(problems)
+    more = error.error_count() - len(problems)
+    return f"{where}: " + "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
 
 
 def _section_hint(location: Sequence[int | str]) -> str:
@@ -474,13 +499,3 @@ def effective_config(config: ServeConfig, redact: bool = True) -> dict[str, Any]
     if redact and data["auth"]["api_key"] is not None:
         data["auth"]["api_key"] = "***"
     return data
-
-
-def validate_model(model: ModelConfig) -> ModelConfig:
-    """Kept for callers of the old API: a ModelConfig is validated when it is built."""
-    return model
-
-
-def validate_serve(config: ServeConfig) -> ServeConfig:
-    """Kept for callers of the old API: a ServeConfig is validated when it is built."""
-    return config
