@@ -3,7 +3,10 @@ health open to orchestrators, /metrics behind the key only when configured."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -81,6 +84,9 @@ def test_a_utf8_api_key_is_accepted_byte_for_byte(keyed_server: ServerThread) ->
         assert http.get("/v2", headers={"X-API-Key": raw}).status_code == 200
         assert http.get("/v2", headers={"Authorization": b"Bearer " + raw}).status_code == 200
         assert http.get("/v2", headers={"X-API-Key": raw[:-1]}).status_code == 401
+        # the web page's form: browsers send Latin-1 header values only, so it percent-encodes
+        assert http.get("/v2", headers={"X-API-Key": quote(UTF8_KEY)}).status_code == 200
+        assert http.get("/v2", headers={"X-API-Key": quote(UTF8_KEY[:-1])}).status_code == 401
         assert http.get("/v2").status_code == 401
 
 
@@ -99,3 +105,19 @@ def test_api_keys_are_any_utf8_of_eight_characters_or_more() -> None:
     assert AuthConfig(api_key="ключ-ключ").api_key == "ключ-ключ"
     with pytest.raises(ValueError, match="at least 8 characters"):
         AuthConfig(api_key="short")
+
+
+def test_the_web_page_sends_a_utf8_key(keyed_server: ServerThread, tmp_path: Path) -> None:
+    from .camera_helpers import Chromium, Page, wait_for
+
+    browser = Chromium(tmp_path / "chromium-profile")
+    try:
+        page = Page(browser)
+        page.send("Page.navigate", {"url": f"{keyed_server.url}/"})
+        wait_for(lambda: page.evaluate("typeof api === 'function'"), 20, "the page's script")
+        call = "(async () => (await api('/v2')).status)()"
+        assert page.evaluate(call) == 401
+        page.evaluate(f"document.getElementById('apikey').value = {json.dumps(UTF8_KEY)}")
+        assert page.evaluate(call) == 200
+    finally:
+        browser.close()

@@ -10,6 +10,7 @@ import re
 import time
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -81,7 +82,10 @@ class ServiceMiddleware:
         path = scope["path"]
         if self._key is None or path in self._open or OPEN_PATTERN.fullmatch(path):
             return True
-        return hmac.compare_digest(_offered_key(scope), self._key)
+        offered = _offered_key(scope)
+        # Browsers send only Latin-1 header values: the web page percent-encodes a key with other characters.
+        decoded = unquote_to_bytes(offered) if b"%" in offered else offered
+        return hmac.compare_digest(offered, self._key) or hmac.compare_digest(decoded, self._key)
 
     def _foreign_origin(self, scope: Scope) -> str | None:
         """The Origin of a state-changing request from another site's page, else None."""
