@@ -143,6 +143,8 @@ def main() -> None:
         print(f"{args.silent} silent connections: a real request answered {first or 'nothing'} in "
               f"{first_ms:.2f} ms ({first_ms / normal:.1f}x normal); 200 again after {recovered_s:.1f} s; "
               f"{len(log) - lines} log line(s)")
+        errors = [line for line in log[lines:] if line.startswith(("ERROR", "WARNING"))]
+        print("".join(errors[:5]), end="")
         _, cpu_before = status(process.pid)
         sent, seconds, line = huge_header(port, args.header_mb)
         _, cpu_after = status(process.pid)

@@ -141,4 +141,8 @@ def budgeted_protocol(limits: LimitsConfig) -> type[HttpToolsProtocol]:
 
 def uvicorn_budgets(limits: LimitsConfig) -> dict[str, Any]:
     """uvicorn.Config keyword arguments for ``limits``."""
-    return {"http": budgeted_protocol(limits), "timeout_keep_alive": limits.keep_alive_timeout_s}
+    # asyncio accepts up to `backlog` connections in one go before the closes it scheduled run: a
+    # backlog near the cap keeps a burst of connections within the process's descriptors.
+    backlog = min(2048, max(128, limits.max_connections))
+    return {"http": budgeted_protocol(limits), "timeout_keep_alive": limits.keep_alive_timeout_s,
+            "backlog": backlog}
