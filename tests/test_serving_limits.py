@@ -113,6 +113,29 @@ def test_when_every_connection_talks_a_new_one_gets_503_with_retry_after(
     assert len(refusals) == 1, refusals
 
 
+def test_a_thousand_silent_connections_leave_a_1024_descriptor_server_answering(tmp_path: Path) -> None:
+    """The issue's case with the default limits: before, the descriptors ran out and real requests
+    timed out while the log grew by megabytes."""
+    config = tmp_path / "config.yaml"
+    config.write_text("models: []\n")
+    server = ServeProcess("--config", str(config), nofile=1024)
+    silent: list[socket.socket] = []
+    try:
+        port = server.port()
+        silent = [_connect(port) for _ in range(1100)]
+        assert _live(port, timeout=5).json() == {"live": True}
+        assert all(_read_all(s) == b"" for s in silent[:-100])  # made room, oldest first
+    finally:
+        for sock in silent:
+            sock.close()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=30) == 0
+        server.stop()
+    assert not [line for line in server.log if "Too many open files" in line or "ERROR" in line], \
+        server.log[-10:]
+    assert len(server.log) < 30, len(server.log)
+
+
 def test_oversized_headers_get_431_before_they_are_read_whole(limited: tuple[ServeProcess, int]) -> None:
     _, port = limited
     with _connect(port) as sock:

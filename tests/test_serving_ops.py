@@ -7,6 +7,7 @@ import logging
 import os
 import queue
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -244,11 +245,16 @@ def test_command_line_overrides_the_config_file(tmp_path: Path) -> None:
 class ServeProcess:
     """`python -m edgerun serve` in a subprocess; stderr lines collected by a thread."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, nofile: int | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGERUN_")}
+
+        def limit_descriptors() -> None:  # as systemd's default soft limit, 1024
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.process = subprocess.Popen([sys.executable, "-m", "edgerun", "serve", "--port", "0", *args],
                                         cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True)
+                                        stderr=subprocess.PIPE, text=True, preexec_fn=limit_descriptors)
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
