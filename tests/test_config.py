@@ -318,3 +318,17 @@ def test_a_configured_stream_writes_annotated_frames_to_its_output(clip: Path, t
         assert stream["model"] == "blazeface"
     first = sorted(frames.glob("*.jpg"))[0].read_bytes()
     assert first[:3] == b"\xff\xd8\xff"  # JPEG
+
+
+def test_deployments_read_the_config_from_etc_edgerun() -> None:
+    unit = (REPO / "systemd" / "edgerun.service").read_text()
+    assert "ConfigurationDirectory=edgerun" in unit and 'EDGERUN_SERVE_ARGS="' in unit  # no --host/--port
+    for compose in ("cpu", "jetson", "rpi", "coral-usb", "coral-pcie"):
+        service = yaml.safe_load((REPO / f"docker/compose/{compose}.yaml").read_text())["services"]["edgerun"]
+        assert "${EDGERUN_CONFIG_DIR:-/etc/edgerun}:/etc/edgerun:ro" in service["volumes"], compose
+    for manifest in sorted((REPO / "deploy" / "k3s").glob("daemonset-*.yaml")):
+        pod = yaml.safe_load(manifest.read_text())["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes[mounts["/etc/edgerun"]]["configMap"] == {"name": "edgerun-config", "optional": True}
