@@ -145,6 +145,7 @@ def test_environment_variables_override_single_values(tmp_path: Path) -> None:
     ({"models": ["a", "a"]}, "models served twice under one name: ['a']"),
     ({"streams": [{"model": "x"}]}, "streams[0].source: Field required"),
     ({"streams": [{"source": "0", "options": {"max_fps": -1}}]}, "streams[0].options.max_fps"),
+    ({"streams": [{"source": "0", "output": "out.txt"}]}, "streams[0].output: use a video file (.mp4"),
     ({"limits": {"max_header_bytes": 10}}, "limits.max_header_bytes: Input should be greater than or equal"),
     ({"settings": {}}, "settings: unknown key"),
 ])

@@ -20,6 +20,7 @@ from pydantic import (
     InstanceOf,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic.dataclasses import dataclass as config_dataclass
@@ -151,6 +152,16 @@ class StreamConfig:
     output: str | None = Field(None, min_length=1, description=(
         "annotated video (.mp4/.avi/.mkv) or a folder of JPEG frames written on the host"))
     options: StreamOptions = Field(default_factory=StreamOptions)
+
+    @field_validator("output")
+    @classmethod
+    def _output_kind(cls, output: str | None) -> str | None:
+        from ..camera.sinks import VIDEO_CODECS
+
+        suffix = Path(output).suffix.lower() if output else ""
+        if suffix and suffix not in VIDEO_CODECS:
+            raise ValueError(f"use a video file ({', '.join(VIDEO_CODECS)}) or a folder, not {suffix!r}")
+        return output
 
     def request_body(self) -> dict[str, Any]:
         """The POST /v1/streams body this stream amounts to (``fps`` becomes options.max_fps)."""
