@@ -327,3 +327,12 @@ def test_pages_link_to_pages_that_exist() -> None:
             if not (page.parent / target).exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert not broken, "links to missing pages: " + ", ".join(broken)
+
+
+def test_nested_subcommands_are_walked() -> None:
+    parser = argparse.ArgumentParser(prog="edgerun")
+    commands = parser.add_subparsers()
+    models = commands.add_parser("models")
+    models.add_argument("--json", action="store_true")
+    models.add_subparsers().add_parser("import").add_argument("--name")
+    assert command_options(parser) == {("models",): {"--json"}, ("models", "import"): {"--name"}}
