@@ -336,3 +336,8 @@ def test_nested_subcommands_are_walked() -> None:
     models.add_argument("--json", action="store_true")
     models.add_subparsers().add_parser("import").add_argument("--name")
     assert command_options(parser) == {("models",): {"--json"}, ("models", "import"): {"--name"}}
+
+
+def test_readme_stays_a_tour() -> None:
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= 250, f"README.md has {lines} lines; keep it a tour (<= 250) and move reference text to docs/"
