@@ -25,7 +25,10 @@ Conventions for whoever writes these pages:
 * Options: every long option of every `edgerun` command and subcommand (the argparse tree from
   edgerun.cli.build_parser) must appear in that command's page (COMMAND_PAGES below); and every
   `--flag` written after `edgerun COMMAND` in a code span or block of README.md or docs/*.md must
-  be an option of that command. The failure message names the option, the command and the page.
+  be an option of that command; a code span that is a flag (`--protect`) must be an option of
+  some edgerun command or listed in FOREIGN_FLAGS. Failure messages name the option, the command
+  and the page (with its line).
+* README.md stays a tour of at most 250 lines.
 """
 
 from __future__ import annotations
@@ -320,6 +323,28 @@ def test_every_documented_option_exists() -> None:
     assert not problems, "documented options that `edgerun --help` does not have:\n" + "\n".join(problems)
 
 
+# Flags of other programs that the pages write as `--flag` code spans -> the program.
+FOREIGN_FLAGS = {
+    "--system-site-packages": "python -m venv",
+    "--kserve-mode": "benchmarks/serving.py",
+    "--layerPrecisions": "trtexec",
+}
+
+
+def test_every_flag_span_is_an_option_of_some_command() -> None:
+    """A code span that starts with a flag (`--protect`) names an edgerun option (or a FOREIGN_FLAGS one)."""
+    known = set().union(*OPTIONS.values()) | {"--help"} | set(FOREIGN_FLAGS)
+    problems = []
+    for page in PAGES:
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+            for span in re.findall(r"`(--[A-Za-z0-9][\w-]*)", line):
+                if span not in known:
+                    problems.append(f"{page.relative_to(ROOT)}:{number}: {span} is no option of any "
+                                    "edgerun command (another program's? add it to FOREIGN_FLAGS in "
+                                    "tests/test_docs.py)")
+    assert not problems, "\n".join(problems)
+
+
 def test_pages_link_to_pages_that_exist() -> None:
     broken = []
     for page in PAGES:
@@ -340,4 +365,4 @@ def test_nested_subcommands_are_walked() -> None:
 
 def test_readme_stays_a_tour() -> None:
     lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
-    assert lines <= 250, f"README.md has {lines} lines; keep it a tour (<= 250) and move reference text to docs/"
+    assert lines <= 250, f"README.md has {lines} lines; keep it a tour (<= 250), reference text goes to docs/"
