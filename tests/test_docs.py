@@ -345,22 +345,23 @@ def test_every_flag_span_is_an_option_of_some_command() -> None:
     assert not problems, "\n".join(problems)
 
 
-def test_pages_link_to_pages_that_exist() -> None:
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_links_between_pages_resolve() -> None:
     broken = []
     for page in PAGES:
-        for target in re.findall(r"\]\(([^)#:]+\.md)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
-            if not (page.parent / target).exists():
-                broken.append(f"{page.relative_to(ROOT)} -> {target}")
-    assert not broken, "links to missing pages: " + ", ".join(broken)
-
-
-def test_nested_subcommands_are_walked() -> None:
-    parser = argparse.ArgumentParser(prog="edgerun")
-    commands = parser.add_subparsers()
-    models = commands.add_parser("models")
-    models.add_argument("--json", action="store_true")
-    models.add_subparsers().add_parser("import").add_argument("--name")
-    assert command_options(parser) == {("models",): {"--json"}, ("models", "import"): {"--name"}}
+        text = page.read_text(encoding="utf-8")
+        for target, anchor in re.findall(r"\]\(([^)#:\s]*\.md)?(?:#([^)\s]*))?\)", text):
+            linked = (page.parent / target) if target else page
+            if not linked.exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target} (no such page)")
+            elif anchor and anchor not in _anchors(linked):
+                broken.append(f"{page.relative_to(ROOT)} -> {target}#{anchor} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)
 
 
 def test_readme_stays_a_tour() -> None:
