@@ -367,3 +367,15 @@ def test_links_between_pages_resolve() -> None:
 def test_readme_stays_a_tour() -> None:
     lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
     assert lines <= 250, f"README.md has {lines} lines; keep it a tour (<= 250), reference text goes to docs/"
+
+
+SETUP_COMMAND = ("python3 -m venv .venv && .venv/bin/pip install -e '.[onnx,litert,vision]' && "
+                 ".venv/bin/edgerun predict samples/chelsea.png")
+TEST_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest -q"
+
+
+def test_readme_keeps_the_two_setup_commands_that_ci_runs() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"```sh\n{SETUP_COMMAND}\n```" in readme and f"```sh\n{TEST_COMMAND}\n```" in readme
+    assert "Egyptian cat 0.7166" in readme
+    assert (ROOT / ".ci" / "run").read_text(encoding="utf-8").rstrip().endswith(TEST_COMMAND)
