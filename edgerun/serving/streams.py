@@ -331,8 +331,8 @@ _NO_BUFFERING = {"Cache-Control": "no-cache, no-store", "X-Accel-Buffering": "no
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    texts = {400: "bad request body, or the source cannot be opened or decoded",
-             401: "missing or wrong API key", 404: "unknown stream, or model not loaded",
+    texts = {400: "bad request body or source URI", 401: "missing or wrong API key",
+             404: "unknown stream, or model not loaded", 422: "the source cannot be opened or decoded",
              429: "max_streams streams are already running", 503: "model loading or service stopping"}
     return {status: {"model": ErrorBody, "description": texts[status]} for status in (401, *statuses)}
 
@@ -340,7 +340,8 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 def stream_router(manager: StreamManager) -> APIRouter:
     router = APIRouter(tags=["streams"])
 
-    @router.post("/v1/streams", status_code=201, name="create_stream", responses=_errors(400, 404, 429, 503))
+    @router.post("/v1/streams", status_code=201, name="create_stream",
+                 responses=_errors(400, 404, 422, 429, 503))
     async def create(body: StreamCreate) -> dict[str, Any]:
         """Open the source (4xx if it cannot be opened or decoded) and start inference on it."""
         return (await manager.create(body)).snapshot()
