@@ -6,6 +6,7 @@ import io
 import os
 import stat
 import struct
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +18,8 @@ from ..types import Quantization
 
 ImageInput = bytes | bytearray | memoryview | np.ndarray | str | os.PathLike[str]
 Picture = Any  # a decoded image: an HxWx3 uint8 array or a Pillow RGB image (kept whole until resampled)
-# Formats Pillow may open: the common still-image ones (no EPS: it runs Ghostscript).
-FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA", "ICO")
+# Formats Pillow may open: the common still-image ones (no EPS: it runs Ghostscript; JPEG covers MPO).
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA", "ICO")
 # What Pillow's decoders raise on malformed data (a hostile file must not become a 500).
 DECODER_ERRORS = (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError, KeyError, TypeError,
                   ZeroDivisionError)
@@ -49,6 +50,8 @@ def _pil() -> Any:
         raise DependencyMissingError(
             "image decoding needs Pillow; install it with: pip install 'edgerun[vision]'"
         ) from exc
+    # Our pixel budget is far below Pillow's bomb warning: a hostile header must not flood the log.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     return Image, ImageOps
 
 
@@ -89,11 +92,11 @@ def read_image_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise ImageDecodeError(f"cannot read image file {path}: {exc.strerror or exc}") from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ImageDecodeError(f"{path} is not a regular file (a folder, device or pipe); give an image file")
     with os.fdopen(fd, "rb", buffering=0) as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageDecodeError(f"{path} is not a regular file (a folder, device or pipe); "
-                                   "give an image file")
         if info.st_size > max_bytes:
             raise _too_many_bytes(path, info.st_size, max_bytes)
         try:
