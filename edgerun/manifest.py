@@ -133,3 +133,7 @@ def parse_manifest(data: Any, where: str) -> ModelManifest:
 def manifest_json_schema() -> dict[str, Any]:
     """The JSON Schema of manifest.json (published as docs/schema/manifest.schema.json)."""
     return ModelManifest.model_json_schema(by_alias=True)
+
+
+if __name__ == "__main__":  # python -m edgerun.manifest > docs/schema/manifest.schema.json
+    print(json.dumps(manifest_json_schema(), indent=2))

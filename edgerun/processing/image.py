@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import stat
@@ -43,6 +44,7 @@ class Geometry:
         return out
 
 
+@functools.cache
 def _pil() -> Any:
     try:
         from PIL import Image, ImageOps
