@@ -28,14 +28,17 @@ def _writable_folder(folder: Path, flag: str, path: Path) -> None:
 
 
 def check_output_file(path: Path | str, flag: str) -> Path:
-    """A file edgerun will (over)write: not a folder or special file; its folder exists or can be made."""
+    """A file edgerun will (over)write: not a folder or special file, in a writable folder that exists."""
     target = Path(path).expanduser()
     if target.exists() or target.is_symlink():
         if not target.is_file():
             raise InvalidInputError(f"{flag} {path}: is a folder or a special file, not a regular file")
         if not os.access(target, os.W_OK):
             raise InvalidInputError(f"{flag} {path}: file is not writable")
-    _writable_folder(target.parent, flag, target)
+    folder = target.parent
+    if not folder.is_dir():
+        raise InvalidInputError(f"{flag} {path}: folder {folder} does not exist")
+    _writable_folder(folder, flag, target)
     return target
 
 
