@@ -19,7 +19,7 @@ class ImageDecodeError(InvalidInputError):
     """Bytes or an array that are not a decodable image."""
 
 
-class ImageTooLargeError(InvalidInputError):
+class ImageTooLargeError(ImageDecodeError):
     """An image over a budget (encoded bytes or decoded pixels); the message names the limit."""
 
     http_status = 413
