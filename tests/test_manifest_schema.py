@@ -24,6 +24,7 @@ from edgerun.serving import ServeConfig, create_app
 from .helpers import MODELS, REPO, copy_package, peak_rss_growth
 from .serving_helpers import ServerThread
 
+LOAD_SETUP = "from pathlib import Path\nfrom edgerun.repository import load_package"
 SCHEMA_FILE = REPO / "docs" / "schema" / "manifest.schema.json"
 
 
@@ -95,9 +96,13 @@ def test_every_path_a_manifest_names_stays_inside_the_package(tmp_path: Path, ke
 def test_labels_must_be_a_regular_file(tmp_path: Path) -> None:
     folder = copy_package("mobilenet_v2", tmp_path)
     (folder / "labels.txt").unlink()
-    os.mkfifo(folder / "labels.txt")  # reading it would block for ever
-    with pytest.raises(ModelIntegrityError, match="labels 'labels.txt' is not a regular file"):
-        load_package(folder)
+    os.mkfifo(folder / "labels.txt")  # reading it would block for ever: try it in a child, with a timeout
+    try:
+        _, outcome = peak_rss_growth(f"return load_package(Path({str(folder)!r}))", LOAD_SETUP, timeout=20)
+    except subprocess.TimeoutExpired:
+        outcome = "blocked reading the FIFO"
+    assert outcome.startswith("ModelIntegrityError"), outcome
+    assert "labels 'labels.txt' is not a regular file" in outcome
 
 
 def test_the_published_json_schema_is_current_and_accepts_the_shipped_manifests() -> None:
@@ -148,7 +153,6 @@ def test_manifest_property_a_package_or_a_clear_error(tmp_path_factory: pytest.T
 def test_a_huge_manifest_is_refused_without_reading_it(tmp_path: Path) -> None:
     folder = copy_package("blazeface", tmp_path)
     (folder / "manifest.json").write_text('{"description": "' + "x" * (64 << 20) + '"}')
-    setup = "from pathlib import Path\nfrom edgerun.repository import load_package"
-    growth, outcome = peak_rss_growth(f"return load_package(Path({str(folder)!r}))", setup=setup)
+    growth, outcome = peak_rss_growth(f"return load_package(Path({str(folder)!r}))", LOAD_SETUP)
     assert outcome.startswith("ModelIntegrityError") and "over 1048576 bytes" in outcome, outcome
     assert growth < 16 << 20, growth
