@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 import stat
 import struct
@@ -18,12 +19,13 @@ from ..errors import DependencyMissingError, ImageDecodeError, ImageTooLargeErro
 from ..types import Quantization
 
 ImageInput = bytes | bytearray | memoryview | np.ndarray | str | os.PathLike[str]
-Picture = Any  # a decoded image: an HxWx3 uint8 array or a Pillow RGB image (kept whole until resampled)
+Picture = Any  # a decoded image: an HxWx3 uint8 array or a Pillow RGB/L image (kept whole until resampled)
 # Formats Pillow may open: the common still-image ones (no EPS: it runs Ghostscript; JPEG covers MPO).
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA", "ICO")
 # What Pillow's decoders raise on malformed data (a hostile file must not become a 500).
 DECODER_ERRORS = (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError, KeyError, TypeError,
                   ZeroDivisionError)
+DEEP_BAND_PIXELS = 1 << 20  # deep greyscale is scaled to 8 bits this many pixels at a time
 DEEP_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
 
@@ -127,38 +129,60 @@ def _encoded_bytes(image: ImageInput, budget: ImageBudget) -> bytes:
     return data
 
 
-def _grey_to_rgb(pil_image: Any, grey: np.ndarray) -> Any:
-    return pil_image.fromarray(np.ascontiguousarray(grey, dtype=np.uint8), "L").convert("RGB")
+def _deep_rows(rows: np.ndarray, float_unit: bool) -> np.ndarray:
+    if rows.dtype.kind == "f":
+        rows = np.nan_to_num(rows.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
+        return np.clip(rows * (255.0 if float_unit else 1.0) + 0.5, 0, 255).astype(np.uint8)
+    wide = np.clip(rows, 0, 65535).astype(np.uint32)
+    return ((wide * 255 + 32767) // 65535).astype(np.uint8)
 
 
-def _deep_to_rgb(pil_image: Any, image: Any) -> Any:
-    """16/32-bit integer (16-bit range) and float (0..1 or 0..255) greyscale -> 8-bit RGB."""
-    values = np.asarray(image)
-    if image.mode == "F":
-        values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
-        peak = float(values.max()) if values.size else 0.0
-        return _grey_to_rgb(pil_image, np.clip(values * (255.0 if peak <= 1.0 else 1.0) + 0.5, 0, 255))
-    wide = np.clip(values, 0, 65535).astype(np.uint32)
-    return _grey_to_rgb(pil_image, (wide * 255 + 32767) // 65535)
+def _deep_to_grey(pil_image: Any, image: Any) -> Any:
+    """16/32-bit integer (16-bit range) and float (0..1, else 0..255) greyscale -> 8-bit L, a band of
+    rows at a time so that the temporaries stay small whatever the image size."""
+    width, height = image.size
+    _, high = image.getextrema() if image.mode == "F" else (0, 0)
+    float_unit = bool(high <= 1.0) if math.isfinite(high) else False
+    grey = np.empty((height, width), dtype=np.uint8)
+    step = max(1, DEEP_BAND_PIXELS // max(width, 1))
+    for top in range(0, height, step):
+        band = np.asarray(image.crop((0, top, width, min(height, top + step))))
+        grey[top:top + band.shape[0]] = _deep_rows(band, float_unit)
+    return pil_image.fromarray(grey, "L")
 
 
-def to_rgb(pil_image: Any, image: Any) -> Any:
-    """Any Pillow mode -> RGB: deep greyscale scaled to 8 bits, alpha and palette transparency dropped."""
+def to_rgb_or_grey(pil_image: Any, image: Any) -> Any:
+    """Any Pillow mode -> RGB, or L for greyscale (expanded to RGB after resampling, where it is small):
+    deep greyscale scaled to 8 bits, alpha and palette transparency dropped."""
     mode = image.mode
-    if mode == "RGB":
+    if mode in ("RGB", "L"):
         return image
     if mode in DEEP_MODES:
-        return _deep_to_rgb(pil_image, image)
+        return _deep_to_grey(pil_image, image)
     try:
-        if mode in ("LA", "La", "PA", "RGBa") or (mode == "P" and "transparency" in image.info):
+        if mode in ("1", "LA"):
+            return image.convert("L")
+        if mode in ("La", "PA", "RGBa") or (mode == "P" and "transparency" in image.info):
             image = image.convert("RGBA")
         return image.convert("RGB")
     except ValueError as exc:
         raise ImageDecodeError(f"cannot convert pixel mode {mode} to RGB: {exc}") from exc
 
 
+def to_rgb(pil_image: Any, image: Any) -> Any:
+    """Any Pillow mode -> RGB (see to_rgb_or_grey)."""
+    converted = to_rgb_or_grey(pil_image, image)
+    return converted if converted.mode == "RGB" else converted.convert("RGB")
+
+
+def _rgb_array(image: Any) -> np.ndarray:
+    """A Pillow RGB or L image as an HxWx3 uint8 array."""
+    array = np.asarray(image)
+    return np.repeat(array[:, :, None], 3, axis=2) if array.ndim == 2 else array
+
+
 def open_image(image: ImageInput, budget: ImageBudget | None = None) -> Any:
-    """Decode an image within ``budget``: a Pillow RGB image, upright (EXIF), or an HxWx3 uint8 array."""
+    """Decode an image within ``budget``: a Pillow image (RGB or L), upright; or an HxWx3 uint8 array."""
     budget = budget or ImageBudget()
     if isinstance(image, np.ndarray):
         return _from_array(image, budget)
@@ -169,7 +193,7 @@ def open_image(image: ImageInput, budget: ImageBudget | None = None) -> Any:
         budget.check_pixels(*opened.size)  # from the header, before any pixel is decoded
         opened.load()
         pil_ops.exif_transpose(opened, in_place=True)
-        return to_rgb(pil_image, opened)
+        return to_rgb_or_grey(pil_image, opened)
     except pil_image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"image over the limit of {budget.max_pixels} pixels "
                                  f"(setting max_image_pixels, EDGERUN_MAX_IMAGE_PIXELS): {exc}") from exc
@@ -180,7 +204,7 @@ def open_image(image: ImageInput, budget: ImageBudget | None = None) -> Any:
 def decode_image(image: ImageInput, budget: ImageBudget | None = None) -> np.ndarray:
     """Decode PNG/JPEG/... bytes, a file path, or an array into an HxWx3 uint8 RGB array (within budget)."""
     opened = open_image(image, budget)
-    return opened if isinstance(opened, np.ndarray) else np.asarray(opened)
+    return opened if isinstance(opened, np.ndarray) else _rgb_array(opened)
 
 
 def image_size(image: Picture) -> tuple[int, int]:
@@ -197,7 +221,7 @@ def _resample(image: Picture, width: int, height: int,
         return image
     pil_image, _ = _pil()
     source = pil_image.fromarray(image) if isinstance(image, np.ndarray) else image
-    return np.asarray(source.resize((width, height), pil_image.Resampling.BILINEAR, box=box))
+    return _rgb_array(source.resize((width, height), pil_image.Resampling.BILINEAR, box=box))
 
 
 def resize(image: Picture, width: int, height: int) -> np.ndarray:
@@ -221,7 +245,7 @@ def resize_crop(image: Picture, shorter_side: int, height: int, width: int) -> t
     top, left = int(round((new_h - height) / 2.0)), int(round((new_w - width) / 2.0))
     geometry = Geometry(new_w / src_w, new_h / src_h, -left, -top)
     if (new_w, new_h) == (src_w, src_h):
-        array = image if isinstance(image, np.ndarray) else np.asarray(image)
+        array = image if isinstance(image, np.ndarray) else _rgb_array(image)
         return np.ascontiguousarray(array[top:top + height, left:left + width]), geometry
     box = (left / geometry.scale_x, top / geometry.scale_y,
            (left + width) / geometry.scale_x, (top + height) / geometry.scale_y)
