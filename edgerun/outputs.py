@@ -89,7 +89,7 @@ def check_replaceable_folder(path: Path | str, flag: str, force: bool, sources: 
             raise InvalidInputError(f"{flag} {path}: exists and is not a folder; refusing to replace it")
         if any(target.iterdir()):
             if not force:
-                raise InvalidInputError(f"{flag} {path}: folder exists and is not empty (use --force "
+                raise InvalidInputError(f"{flag} {path}: folder already exists and is not empty (use --force "
                                         "to replace an edgerun model package)")
             if not is_edgerun_package(target):
                 raise InvalidInputError(f"{flag} {path}: not an edgerun model package (no valid manifest"
