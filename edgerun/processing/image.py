@@ -121,8 +121,9 @@ def _encoded_bytes(image: ImageInput, budget: ImageBudget) -> bytes:
     if isinstance(image, (str, os.PathLike)):
         data = read_image_file(image, budget.max_bytes)
     else:
-        if len(image) > budget.max_bytes:  # type: ignore[arg-type]
-            raise _too_many_bytes("data", len(image), budget.max_bytes)  # type: ignore[arg-type]
+        size = memoryview(image).nbytes  # type: ignore[arg-type]
+        if size > budget.max_bytes:
+            raise _too_many_bytes("data", size, budget.max_bytes)
         data = bytes(image)  # type: ignore[arg-type]
     if not data:
         raise ImageDecodeError("image is empty (0 bytes)")
