@@ -156,3 +156,17 @@ def test_a_huge_manifest_is_refused_without_reading_it(tmp_path: Path) -> None:
     growth, outcome = peak_rss_growth(f"return load_package(Path({str(folder)!r}))", LOAD_SETUP)
     assert outcome.startswith("ModelIntegrityError") and "over 1048576 bytes" in outcome, outcome
     assert growth < 16 << 20, growth
+
+
+def test_optimize_carries_no_file_from_outside_the_package(tmp_path: Path) -> None:
+    from edgerun.optimize.package import carry_files
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    folder = copy_package("mobilenet_v2", tmp_path / "models")
+    (folder / "EXTRA_NOTICE").symlink_to(secret)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    carried = carry_files(load_package(folder), staging)
+    assert "EXTRA_NOTICE" not in carried and not (staging / "EXTRA_NOTICE").exists()
+    assert {"labels.txt", "NOTICE"} <= set(carried)
