@@ -157,8 +157,12 @@ def _status_kib(field: str) -> int:
 
 
 def reset_peak_rss() -> int:
-    """Reset VmHWM to the current RSS (Linux: clear_refs 5); return the current RSS in bytes."""
-    Path("/proc/self/clear_refs").write_text("5")
+    """Reset VmHWM to the current RSS (Linux: clear_refs 5) and return it in bytes: the baseline to
+    subtract from peak_rss_bytes(). Where the kernel refuses the reset, the baseline is the old peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return _status_kib("VmHWM") * 1024
     return _status_kib("VmRSS") * 1024
 
 
