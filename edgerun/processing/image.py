@@ -25,6 +25,7 @@ FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA", "ICO")
 # What Pillow's decoders raise on malformed data (a hostile file must not become a 500).
 DECODER_ERRORS = (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError, KeyError, TypeError,
                   ZeroDivisionError)
+INTERMEDIATE_FACTOR = 8  # a resized image may be this many times the crop before the crop is taken first
 DEEP_BAND_PIXELS = 1 << 20  # deep greyscale is scaled to 8 bits this many pixels at a time
 DEEP_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
@@ -233,8 +234,9 @@ def resize(image: Picture, width: int, height: int) -> np.ndarray:
 def resize_crop(image: Picture, shorter_side: int, height: int, width: int) -> tuple[np.ndarray, Geometry]:
     """Resize so the shorter side is ``shorter_side``, then centre-crop height x width.
 
-    The crop is computed in source coordinates and only it is resampled, so the work is bounded by
-    the output size, whatever the aspect ratio (a 1 x 5000 image is not first made 256 x 1,280,000).
+    While the resized image stays within INTERMEDIATE_FACTOR x the crop, it is made whole and cropped,
+    exactly as torchvision does. Beyond that (an extreme aspect ratio) the crop is computed in source
+    coordinates and only it is resampled: a 1 x 5000 image is not first made 256 x 1,280,000.
     """
     src_w, src_h = image_size(image)
     # torchvision's rule: the shorter side becomes exactly shorter_side, the longer one truncates.
@@ -245,9 +247,9 @@ def resize_crop(image: Picture, shorter_side: int, height: int, width: int) -> t
     new_w, new_h = max(width, new_w), max(height, new_h)
     top, left = int(round((new_h - height) / 2.0)), int(round((new_w - width) / 2.0))
     geometry = Geometry(new_w / src_w, new_h / src_h, -left, -top)
-    if (new_w, new_h) == (src_w, src_h):
-        array = image if isinstance(image, np.ndarray) else _rgb_array(image)
-        return np.ascontiguousarray(array[top:top + height, left:left + width]), geometry
+    if new_w * new_h <= INTERMEDIATE_FACTOR * width * height:
+        resized = _resample(image, new_w, new_h)
+        return np.ascontiguousarray(resized[top:top + height, left:left + width]), geometry
     box = (left / geometry.scale_x, top / geometry.scale_y,
            (left + width) / geometry.scale_x, (top + height) / geometry.scale_y)
     return _resample(image, width, height, box), geometry
