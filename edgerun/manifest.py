@@ -105,7 +105,12 @@ class ModelManifest(BaseModel):
 
 
 def _key(location: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in location) or "(top level)"
+    """a.b.0.c; an odd key (control characters, very long) shown escaped and cut short, on one line."""
+    def shown(part: int | str) -> str:
+        text = str(part)
+        text = text if text.isprintable() else json.dumps(text)
+        return text if len(text) <= 40 else text[:37] + "..."
+    return ".".join(shown(part) for part in location) or "(top level)"
 
 
 def _describe(error: Any) -> str:
