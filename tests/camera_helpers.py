@@ -21,6 +21,7 @@ import pytest
 
 from edgerun.config import Settings
 from edgerun.serving import ModelConfig, ServeConfig, create_app
+from edgerun.serving.config import LimitsConfig
 
 from .helpers import REPO, SAMPLES
 from .serving_helpers import ServerThread
@@ -461,7 +462,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def camera_server() -> Iterator[ServerThread]:
     """A server with a detector and a classifier (onnxruntime, 1 thread) and max_streams 3."""
-    config = ServeConfig(settings=Settings(), max_streams=MAX_STREAMS, models=(
+    config = ServeConfig(settings=Settings(), limits=LimitsConfig(max_streams=MAX_STREAMS), models=(
         ModelConfig("blazeface", backend="onnxruntime", threads=1),
         ModelConfig("mobilenet_v2", backend="onnxruntime", threads=1)))
     with ServerThread(create_app(config)) as server:

@@ -20,6 +20,7 @@ from edgerun.backends.base import LoadOptions, Session
 from edgerun.config import Settings
 from edgerun.predictor import open_session
 from edgerun.serving import ModelConfig, ServeConfig, create_app
+from edgerun.serving.config import AuthConfig, LimitsConfig
 
 from .helpers import MODELS
 
@@ -175,8 +176,9 @@ def served(echo_model: Path) -> Iterator[ServerThread]:
 @pytest.fixture(scope="session")
 def strict() -> Iterator[ServerThread]:
     """A server with an API key, a 1 MiB body limit, a 0.3 s timeout and a 1 s batching delay."""
-    config = ServeConfig(settings=Settings(), api_key=API_KEY, max_body_bytes=STRICT_BODY_LIMIT,
-                         request_timeout_s=0.3, models=(
+    config = ServeConfig(settings=Settings(), auth=AuthConfig(api_key=API_KEY),
+                         limits=LimitsConfig(max_body_bytes=STRICT_BODY_LIMIT, request_timeout_s=0.3),
+                         models=(
                              ModelConfig("mobilenet_v2", backend="onnxruntime", threads=1,
                                          dynamic_batching=True, max_queue_delay_us=1_000_000),))
     with ServerThread(create_app(config), headers={"Authorization": f"Bearer {API_KEY}"}) as server:

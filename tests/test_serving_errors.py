@@ -84,7 +84,7 @@ def test_unknown_model_version_and_route(http: httpx.Client) -> None:
     expect_error(http.post("/v2/models/mobilenet_v2/versions/3/infer", content=json_request()), 404,
                  "no version '3'")
     expect_error(http.get("/v3/nothing"), 404, "Not Found")
-    expect_error(http.delete("/v2/models/mobilenet_v2"), 405, "Method Not Allowed")
+    expect_error(http.delete("/v2/models/mobilenet_v2"), 405, "method DELETE not allowed here; allowed: GET")
 
 
 def test_truncated_binary_payload(http: httpx.Client) -> None:

@@ -7,6 +7,7 @@ import logging
 import os
 import queue
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -144,11 +145,13 @@ def test_access_log_is_one_json_object_per_request(served: ServerThread,
     assert record["path"] == "/v2/health/live" and record["status"] == 200 and float(str(record["ms"])) >= 0
 
 
-def test_api_key_guards_everything_but_liveness(strict: ServerThread) -> None:
+def test_api_key_guards_everything_but_health_metrics_and_docs(strict: ServerThread) -> None:
     with httpx.Client(base_url=strict.url, timeout=30) as http:
-        assert http.get("/v2/health/live").status_code == 200
-        for method, path in (("GET", "/v2"), ("GET", "/v2/health/ready"), ("GET", "/metrics"),
-                             ("GET", "/openapi.json"), ("POST", "/v2/models/mobilenet_v2/infer"),
+        for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/mobilenet_v2/ready",
+                     "/v2/models/mobilenet_v2/versions/1/ready", "/metrics", "/openapi.json", "/docs"):
+            assert http.get(path).status_code == 200, path
+        for method, path in (("GET", "/v2"), ("GET", "/v2/models/mobilenet_v2"), ("GET", "/v1/health"),
+                             ("POST", "/v2/models/mobilenet_v2/infer"),
                              ("POST", "/v1/models/mobilenet_v2/predict"), ("POST", "/v2/repository/index")):
             response = http.request(method, path)
             assert response.status_code == 401, path
@@ -157,8 +160,9 @@ def test_api_key_guards_everything_but_liveness(strict: ServerThread) -> None:
         assert http.get("/v2", headers={"X-API-Key": API_KEY}).status_code == 200
         assert http.get("/v2", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
     client = triton.InferenceServerClient(strict.host_port)
-    assert not client.is_server_ready()
-    assert client.is_server_ready(headers={"X-API-Key": API_KEY})
+    assert client.is_server_ready() and client.is_model_ready("mobilenet_v2")  # as Triton's: no key
+    with pytest.raises(Exception, match="API key"):
+        client.get_server_metadata()
 
 
 def test_openapi_documents_the_v2_routes(served: ServerThread) -> None:
@@ -206,18 +210,20 @@ def test_a_model_that_fails_to_load_keeps_the_server_live_but_not_ready(tmp_path
 
 def test_config_files_json_and_toml(tmp_path: Path) -> None:
     json_file = tmp_path / "serve.json"
-    json_file.write_text(json.dumps({"port": 9000, "request_timeout_s": 5, "models": [
+    json_file.write_text(json.dumps({"server": {"port": 9000}, "limits": {"request_timeout_s": 5}, "models": [
         "blazeface", {"name": "mobilenet_v2", "dynamic_batching": True, "max_queue_delay_us": 2000}]}))
     config = load_config(json_file, environ={"EDGERUN_API_KEY": "from-the-environment"})
     assert config.port == 9000 and config.request_timeout_s == 5.0
     assert config.api_key == "from-the-environment"
     assert config.model_config("mobilenet_v2").dynamic_batching
     toml_file = tmp_path / "serve.toml"
-    toml_file.write_text('host = "0.0.0.0"\n[[models]]\nname = "blazeface"\ninstances = 1\n')
+    toml_file.write_text('[server]\nhost = "0.0.0.0"\n[[models]]\nname = "blazeface"\ninstances = 1\n')
     assert load_config(toml_file, environ={}).models == (ModelConfig("blazeface", instances=1),)
-    for text, message in (('{"port": "80"}', "port must be int"), ('{"models": [{"name": "a", "x": 1}]}',
-                                                                   "unknown keys"),
-                          ('{"api_key": "short"}', ">= 8 characters"), ("[1]", "object")):
+    for text, message in (('{"server": {"port": "eighty"}}', "server.port: Input should be a valid integer"),
+                          ('{"models": [{"name": "a", "x": 1}]}', "models[0].x: unknown key"),
+                          ('{"auth": {"api_key": "short"}}', "auth.api_key: String should have at least 8"),
+                          ('{"port": 80}', "port: unknown key (it belongs in the server section"),
+                          ("[1]", "mapping")):
         json_file.write_text(text)
         with pytest.raises(InvalidInputError, match=re.escape(message)):
             load_config(json_file, environ={})
@@ -239,11 +245,16 @@ def test_command_line_overrides_the_config_file(tmp_path: Path) -> None:
 class ServeProcess:
     """`python -m edgerun serve` in a subprocess; stderr lines collected by a thread."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, nofile: int | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGERUN_")}
+
+        def limit_descriptors() -> None:  # as systemd's default soft limit, 1024
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.process = subprocess.Popen([sys.executable, "-m", "edgerun", "serve", "--port", "0", *args],
                                         cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True)
+                                        stderr=subprocess.PIPE, text=True, preexec_fn=limit_descriptors)
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()

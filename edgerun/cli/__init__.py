@@ -18,12 +18,13 @@ EXTRA_FOR_MODULE = {
     "fastapi": "serve", "starlette": "serve", "uvicorn": "serve", "multipart": "serve",
     "python_multipart": "serve", "prometheus_client": "serve", "PIL": "vision", "cv2": "camera",
     "onnxruntime": "onnx", "ai_edge_litert": "litert", "onnx": "optimize", "matplotlib": "plot",
+    "pydantic": "serve", "yaml": "serve",
 }
 
 # One module per command, in the order `edgerun --help` lists them. Each defines
 # register(commands, common) -> None and must stay cheap to import (no runtime or web imports).
 COMMAND_MODULES: tuple[str, ...] = (
-    "predict", "models", "backends", "devices", "profile", "serve", "run", "optimize",
+    "predict", "models", "backends", "devices", "profile", "serve", "run", "optimize", "config",
 )
 
 

@@ -105,7 +105,7 @@ def run_local(args: argparse.Namespace) -> int:
 
 
 def run_served(args: argparse.Namespace) -> int:
-    from ..serving.config import ModelConfig, ServeConfig, validate_serve
+    from ..serving.config import ServeConfig, checked
     from .serve import run_service
 
     if args.output is not None or args.json_lines is not None or args.max_frames is not None:
@@ -115,13 +115,14 @@ def run_served(args: argparse.Namespace) -> int:
     if args.max_fps:
         options["max_fps"] = args.max_fps
     model = args.model or DEFAULT_DETECTOR
-    config = ServeConfig(host=args.host, port=args.port,
-                         models=(ModelConfig(model, backend=args.backend, threads=args.threads),),
-                         streams=({"source": args.source, "model": model, "options": options},))
+    config = checked(lambda: ServeConfig(
+        server={"host": args.host, "port": args.port},
+        models=({"name": model, "backend": args.backend, "threads": args.threads},),
+        streams=({"source": args.source, "model": model, "options": options},)), "command line")
     if args.root is not None:
         settings = dataclasses.replace(config.settings, host_root=args.root)
         config = dataclasses.replace(config, settings=settings)
-    return run_service(validate_serve(config), args.verbose)
+    return run_service(config, args.verbose)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -7,15 +7,22 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..serving.config import ServeConfig, load_config, model_config_from, validate_serve
+from .argtypes import port_number
+
+if TYPE_CHECKING:
+    from ..serving.config import ServeConfig
 
 ACCESS_LOGGER = "edgerun.serving.access"
 
 
 def _configure_logging(verbose: bool) -> None:
-    """Service logs at INFO on stderr; access log records as bare JSON lines."""
+    """Service logs at INFO on stderr, a repeated warning once per window with a count; access log
+    records as bare JSON lines."""
+    from ..serving.logfilter import install_repeat_filter
+
+    install_repeat_filter()
     for name in ("edgerun", "uvicorn"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     access = logging.getLogger(ACCESS_LOGGER)
@@ -27,20 +34,22 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def build_config(args: argparse.Namespace) -> ServeConfig:
-    """Config file first, then command-line options on top."""
-    config = load_config(args.config)
+    """The configuration file (--config, $EDGERUN_CONFIG or /etc/edgerun/config.yaml under --root)
+    with its environment overrides, then the command-line options on top."""
+    from ..serving.config import load_config, model_config_from, replace_config
+
+    config = load_config(args.config, root=args.root or "/")
     changes: dict[str, Any] = {}
-    if args.host is not None:
-        changes["host"] = args.host
-    if args.port is not None:
-        changes["port"] = args.port
+    server = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    if server:
+        changes["server"] = {**dataclasses.asdict(config.server), **server}  # validated as a ServerConfig
     if args.model:
         configured = {m.name: m for m in config.models}
         models = [model_config_from(text, "--model") for text in args.model]
         changes["models"] = tuple(configured.get(m.name, m) if m.path is None else m for m in models)
     if args.root is not None:
         changes["settings"] = dataclasses.replace(config.settings, host_root=args.root)
-    return validate_serve(dataclasses.replace(config, **changes))
+    return replace_config(config, "command line", **changes)
 
 
 def run_service(config: ServeConfig, verbose: bool) -> int:
@@ -71,7 +80,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", metavar="NAME|PATH",
                         help="model to serve (repeatable): a package name or a package folder/model file")
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None, help="port (default 8000; 0 picks a free one)")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="JSON or TOML file: host, port, api_key, limits, per-model settings")
+    parser.add_argument("--port", type=port_number, default=None,
+                        help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="YAML, TOML or JSON configuration (default: $EDGERUN_CONFIG, else "
+                             "/etc/edgerun/config.yaml when present); see `edgerun config schema`")
     parser.set_defaults(handler=cmd_serve)

@@ -13,9 +13,10 @@ from fastapi.openapi.utils import get_openapi
 from .. import __version__
 from . import wire
 from .config import LifecycleHooks, ServeConfig
+from .docs import install_docs
 from .errors import install_error_handlers
 from .image import image_router
-from .middleware import ServiceMiddleware
+from .middleware import ServiceMiddleware, document_refusals
 from .service import Service
 from .streams import install_streams
 from .v2 import v2_router
@@ -50,6 +51,7 @@ def _openapi(app: FastAPI) -> Any:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(request.pop("$defs", {}))
             components["InferRequest"] = request
+            document_refusals(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -68,11 +70,13 @@ def create_app(config: ServeConfig, hooks: LifecycleHooks | None = None) -> Fast
     """A FastAPI app serving ``config.models``; models load in the background once it starts."""
     service = Service(config, hooks)
     app = FastAPI(title="edgerun", version=__version__, lifespan=_lifespan(service),
+                  docs_url=None, redoc_url=None,  # served by install_docs, without a CDN
                   description="KServe V2 inference protocol (with Triton's binary tensor, "
                               "classification, configuration, statistics and repository extensions) "
                               "and an image upload endpoint.")
     app.state.service = service
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(v2_router(service))
     app.include_router(image_router(service))
     app.include_router(web_router(service))

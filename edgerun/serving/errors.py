@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from ..errors import EdgerunError, InvalidInputError
 
@@ -37,6 +38,9 @@ class RequestTimeoutError(EdgerunError):
     """Queueing plus inference took longer than the per-request timeout."""
 
     http_status = 504
+
+
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -68,7 +72,19 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     headers: Any = getattr(exc, "headers", None)
+    if exc.status_code == 405:  # Starlette names only the first matching route's methods
+        allowed = ", ".join(allowed_methods(request))
+        return error_response(405, f"method {request.method} not allowed here; allowed: {allowed}",
+                              {**(headers or {}), "Allow": allowed})
     return error_response(exc.status_code, str(exc.detail), headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app accepts at the request's path."""
+    routes = request.app.router.routes
+    found = [method for method in HTTP_METHODS
+             if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)]
+    return found or ["GET", "HEAD"]  # no route: a mounted static folder's 405
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

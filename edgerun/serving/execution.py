@@ -21,7 +21,7 @@ from ..predictor import Predictor, open_session
 from ..repository import ModelPackage, ModelRepository
 from ..types import TensorSpec, to_v2_datatype
 from .batching import DynamicBatcher, Ticket, batch_rows
-from .config import DEFAULT_INSTANCES, ModelConfig, ServeConfig, WorkingHook
+from .config import DEFAULT_INSTANCES, ModelConfig, ServeConfig, WorkingHook, load_options_for
 from .errors import ModelNotReadyError, RequestTimeoutError
 from .metrics import ModelStats, ServingMetrics
 
@@ -69,9 +69,7 @@ def default_threads(instances: int) -> int:
 
 def load_options(model: ModelConfig, config: ServeConfig) -> LoadOptions:
     """The runtime options the service loads ``model`` with."""
-    instances = model.instances or DEFAULT_INSTANCES
-    threads = model.threads or config.settings.threads or default_threads(instances)
-    return LoadOptions(threads=threads)
+    return load_options_for(model, config.settings, default_threads(model.instances or DEFAULT_INSTANCES))
 
 
 def release_free_heap() -> None:
@@ -92,6 +90,8 @@ def zeros_for(spec: TensorSpec) -> np.ndarray:
 
 class ModelRunner:
     """One loaded model: its session (and Predictor when it has an image pipeline), workers, stats."""
+
+    load_options: LoadOptions | None = None  # what the session was opened with (set by load_runner)
 
     def __init__(self, model: ModelConfig, package: ModelPackage, selection: Selection | None,
                  session: Session, metrics: ServingMetrics, working: WorkingHook | None = None) -> None:
@@ -234,6 +234,7 @@ def load_runner(model: ModelConfig, config: ServeConfig, repository: ModelReposi
                                                repository=repository, settings=config.settings)
     try:
         runner = ModelRunner(model, package, selection, session, metrics, working)
+        runner.load_options = options
         runner.warmup()
     except BaseException:
         session.close()

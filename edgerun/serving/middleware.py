@@ -1,13 +1,16 @@
-"""ASGI middleware: API key check, body size limit, in-flight gauge, request metrics, JSON access log."""
+"""ASGI middleware: API key check, browser-borne request refusal, body size limit, in-flight gauge,
+request metrics, JSON access log."""
 
 from __future__ import annotations
 
 import hmac
 import json
 import logging
+import re
 import time
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,14 +19,51 @@ from .service import Service
 
 access_log = logging.getLogger("edgerun.serving.access")
 
-OPEN_PATHS = frozenset({"/v2/health/live", "/"})  # liveness and the web page (it asks for the key)
+# Open with an API key set: health for orchestrators (as Triton's), the web page and the API docs (they
+# ask for the key themselves). /metrics joins them unless auth.metrics_require_key.
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/", "/docs", "/docs/oauth2-redirect",
+                        "/redoc", "/openapi.json"})
+OPEN_PATTERN = re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/ready|/docs/static/[\w.-]+")
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Routes that change what the service does (load, unload, start or stop a stream).
+STATE_CHANGING = re.compile(r"/v2/repository/models/[^/]+/(load|unload)|/v1/streams(/[^/]+)?")
+# Bodies an HTML form or a fetch without a CORS preflight can send; no API client needs them here.
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+
+
+def _raw_header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return None
+    value = _raw_header(scope, name)
+    return None if value is None else value.decode("latin-1")
+
+
+def _offered_key(scope: Scope) -> bytes:
+    """The key a request offers, as raw bytes (a UTF-8 key compares byte for byte)."""
+    scheme, _, token = (_raw_header(scope, b"authorization") or b"").partition(b" ")
+    if scheme.lower() == b"bearer":
+        return token.strip()
+    return _raw_header(scope, b"x-api-key") or b""
+
+
+def document_refusals(schema: dict[str, Any]) -> None:
+    """Add this middleware's own answers to an OpenAPI schema: 403 (foreign Origin) on every
+    unsafe method, 415 (form content type) on the state-changing routes, 413 where a body is taken."""
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            if method.upper() not in UNSAFE_METHODS:
+                continue
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("403", {**error, "description": "cross-origin request refused"})
+            responses.setdefault("413", {**error, "description": "body over the limit"})
+            if STATE_CHANGING.fullmatch(path.replace("{", "").replace("}", "")):
+                responses.setdefault("415", {**error, "description": "form content type, without an API key"})
 
 
 class ServiceMiddleware:
@@ -32,22 +72,52 @@ class ServiceMiddleware:
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
         self.service = service
-        key = service.config.api_key
-        self._key = key.encode() if key else None
-        self._limit = service.config.max_body_bytes
+        config = service.config
+        self._key = config.auth.api_key.encode("utf-8") if config.auth.api_key else None
+        self._open = OPEN_PATHS if config.auth.metrics_require_key else OPEN_PATHS | {"/metrics"}
+        self._origins = frozenset(o.rstrip("/").lower() for o in config.auth.allowed_origins)
+        self._limit = config.max_body_bytes
 
     def _authorized(self, scope: Scope) -> bool:
-        if self._key is None or scope["path"] in OPEN_PATHS:
+        path = scope["path"]
+        if self._key is None or path in self._open or OPEN_PATTERN.fullmatch(path):
             return True
-        bearer = _header(scope, b"authorization") or ""
-        scheme, _, token = bearer.partition(" ")
-        offered = token.strip() if scheme.lower() == "bearer" else (_header(scope, b"x-api-key") or "")
-        return hmac.compare_digest(offered.encode(), self._key)
+        offered = _offered_key(scope)
+        # Browsers send only Latin-1 header values: the web page percent-encodes a key with other characters.
+        decoded = unquote_to_bytes(offered) if b"%" in offered else offered
+        return hmac.compare_digest(offered, self._key) or hmac.compare_digest(decoded, self._key)
+
+    def _foreign_origin(self, scope: Scope) -> str | None:
+        """The Origin of a state-changing request from another site's page, else None."""
+        origin = _header(scope, b"origin")
+        if origin is None or scope["method"] not in UNSAFE_METHODS:
+            return None
+        origin = origin.strip().rstrip("/").lower()
+        own = (_header(scope, b"host") or "").strip().lower()
+        if origin in self._origins or (own and origin.partition("://")[2] == own):
+            return None
+        return origin
+
+    def _form_post(self, scope: Scope) -> str | None:
+        """Without an API key: the content type of a state-changing request a cross-site form could send."""
+        if self._key is not None or scope["method"] not in UNSAFE_METHODS \
+                or not STATE_CHANGING.fullmatch(scope["path"]):
+            return None
+        content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+        return content_type if content_type in FORM_TYPES else None
 
     def _rejection(self, scope: Scope) -> Any:
         if not self._authorized(scope):
             return error_response(401, "missing or wrong API key: send 'Authorization: Bearer <key>' "
                                        "or 'X-API-Key: <key>'", {"WWW-Authenticate": "Bearer"})
+        origin = self._foreign_origin(scope)
+        if origin is not None:
+            return error_response(403, f"cross-origin request from {origin} refused; allow it with "
+                                       "auth.allowed_origins")
+        form = self._form_post(scope)
+        if form is not None:
+            return error_response(415, f"{form} is not accepted here: send application/json "
+                                       "(or set an API key)")
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self._limit:
             return error_response(413, f"request body of {length} bytes exceeds the {self._limit}-byte limit")

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import signal
 from types import FrameType
+from typing import Any
 
 from .. import sdnotify
 from .config import LifecycleHooks, ServeConfig
@@ -37,6 +38,19 @@ def systemd_hooks(config: ServeConfig, watchdog: sdnotify.Watchdog) -> Lifecycle
         sdnotify.status(f"start-up failed: {reason}")
 
     return LifecycleHooks(on_ready=ready, on_stopping=stopping, on_failed=failed, working=watchdog.working)
+
+
+def uvicorn_config(app: Any, config: ServeConfig) -> Any:
+    """The uvicorn.Config ``app`` is served with: address, graceful stop (fractions of a second
+    too) and the connection budgets of ``config.limits``."""
+    import uvicorn
+
+    from .connections import uvicorn_budgets
+
+    return uvicorn.Config(
+        app, host=config.host, port=config.port, log_config=None, access_log=False,
+        timeout_graceful_shutdown=config.graceful_timeout_s,  # type: ignore[arg-type]  # a float works
+        server_header=False, **uvicorn_budgets(config.limits))
 
 
 def serve(config: ServeConfig, hooks: LifecycleHooks | None = None) -> int:
@@ -76,9 +90,7 @@ def serve(config: ServeConfig, hooks: LifecycleHooks | None = None) -> int:
             service.begin_shutdown()  # not ready from now on; calls hooks.on_stopping
             super().handle_exit(sig, frame)
 
-    server = Server(uvicorn.Config(
-        app, host=config.host, port=config.port, log_config=None, access_log=False,
-        timeout_graceful_shutdown=int(config.graceful_timeout_s), server_header=False))
+    server = Server(uvicorn_config(app, config))
     previous = {sig: signal.signal(sig, _after_graceful_stop) for sig in STOP_SIGNALS}
     try:
         server.run()

@@ -8,9 +8,10 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -21,12 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..camera.capture import Capture, OpenOptions, open_capture
 from ..camera.pipeline import DEGRADED, Infer, PipelineOptions, StreamPipeline
 from ..camera.pump import ENDED, RUNNING, STOPPED, Backoff, FramePump
+from ..camera.sinks import Sink, output_sink
 from ..camera.uri import SourceSpec, parse_source
 from ..errors import EdgerunError, InvalidInputError
 from ..predictor import Result
 from ..repository import DEFAULT_DETECTOR
+from .config import StreamConfig, StreamOptions
 from .errors import ModelNotReadyError
 from .service import Service
+from .wire import ErrorBody
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +49,6 @@ class StreamLimitError(EdgerunError):
 
 class StreamNotFoundError(EdgerunError):
     http_status = 404
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    max_fps: float | None = Field(default=None, gt=0, le=1000, description="cap on inferences per second")
-    loop: bool = Field(default=False, description="files and folders: start again at the end")
-    realtime: bool = Field(default=True, description="files: read at the file's frame rate, like a camera")
-    open_timeout_s: float = Field(default=5.0, gt=0, le=60)
-    read_timeout_s: float = Field(default=5.0, gt=0, le=60,
-                                  description="a stalled source reconnects after this")
-    jpeg_quality: int = Field(default=80, ge=10, le=100)
 
 
 class StreamCreate(BaseModel):
@@ -106,7 +99,8 @@ class Stream:
     """One running stream: the pipeline and its MJPEG and event feeds."""
 
     def __init__(self, stream_id: str, request: StreamCreate, spec: SourceSpec,
-                 loop: asyncio.AbstractEventLoop, infer: Infer, host_options: OpenOptions) -> None:
+                 loop: asyncio.AbstractEventLoop, infer: Infer, host_options: OpenOptions,
+                 sinks: Sequence[Sink] = ()) -> None:
         self.id, self.request, self.spec = stream_id, request, spec
         self.created_at = time.time()
         self.frames = Feed(loop, 1)
@@ -120,6 +114,7 @@ class Stream:
         self.pipeline = StreamPipeline(
             pump, infer, PipelineOptions(max_fps=options.max_fps, jpeg_quality=options.jpeg_quality,
                                          lossless=finite and not options.realtime), stream_id=stream_id,
+            sinks=sinks,
             on_event=self.events.publish, on_jpeg=self._jpeg, wants_jpeg=lambda: self.frames.active)
 
     def _jpeg(self, jpeg: bytes, seq: int) -> None:
@@ -187,9 +182,10 @@ class StreamManager:
                                     f"{runner.package.task!r}); streams need a classifier or a detector")
         return parse_source(request.source)
 
-    async def create(self, request: StreamCreate, validate: bool = True) -> Stream:
+    async def create(self, request: StreamCreate, validate: bool = True, output: str | None = None) -> Stream:
         """Start a stream. ``validate`` opens the source and decodes a frame first (4xx if that fails);
-        otherwise the stream keeps retrying with backoff until the source appears."""
+        otherwise the stream keeps retrying with backoff until the source appears. ``output`` (the
+        operator's config only, never a request) also writes annotated frames to a file or folder."""
         self._loop = asyncio.get_running_loop()
         spec = self._check(request)
         options = OpenOptions(request.options.open_timeout_s, request.options.read_timeout_s,
@@ -200,8 +196,9 @@ class StreamManager:
             if validate:
                 capture = await asyncio.to_thread(open_capture, spec, options)
             stream_id = f"s{next(self._ids)}"
+            sinks = [output_sink(Path(output), request.options.max_fps)] if output else []
             stream = Stream(stream_id, request, spec, self._loop,
-                            self._infer(request.model, self.service.config.request_timeout_s), options)
+                            self._infer(request.model, self.service.config.request_timeout_s), options, sinks)
             stream.pipeline.start(capture)
             self.streams[stream_id] = stream
         finally:
@@ -231,11 +228,12 @@ class StreamManager:
         """Start the config file's streams once the models are ready (sources retried until they appear)."""
         while not self.service.started and not self.service.stopping:
             await asyncio.sleep(0.1)
-        for index, data in enumerate(self.service.config.streams):
+        for index, configured in enumerate(self.service.config.streams):
             try:
-                await self.create(StreamCreate.model_validate(dict(data)), validate=False)
+                await self.create(StreamCreate.model_validate(configured.request_body()), validate=False,
+                                  output=configured.output)
             except Exception as exc:
-                log.error("config stream %d (%s) not started: %s", index, dict(data).get("source"), exc)
+                log.error("config stream %d (%s) not started: %s", index, configured.source, exc)
 
 
 class StreamCollector:
@@ -332,37 +330,47 @@ async def _events(manager: StreamManager, stream: Stream, request: Request) -> A
 _NO_BUFFERING = {"Cache-Control": "no-cache, no-store", "X-Accel-Buffering": "no"}
 
 
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    texts = {400: "bad request body or source URI", 401: "missing or wrong API key",
+             404: "unknown stream, or model not loaded", 422: "the source cannot be opened or decoded",
+             429: "max_streams streams are already running", 503: "model loading or service stopping"}
+    return {status: {"model": ErrorBody, "description": texts[status]} for status in (401, *statuses)}
+
+
 def stream_router(manager: StreamManager) -> APIRouter:
     router = APIRouter(tags=["streams"])
 
-    @router.post("/v1/streams", status_code=201, name="create_stream")
+    @router.post("/v1/streams", status_code=201, name="create_stream",
+                 responses=_errors(400, 404, 422, 429, 503))
     async def create(body: StreamCreate) -> dict[str, Any]:
         """Open the source (4xx if it cannot be opened or decoded) and start inference on it."""
         return (await manager.create(body)).snapshot()
 
-    @router.get("/v1/streams", name="list_streams")
+    @router.get("/v1/streams", name="list_streams", responses=_errors())
     async def streams() -> dict[str, Any]:
         return {"max_streams": manager.limit,
                 "streams": [s.snapshot() for s in list(manager.streams.values())]}
 
-    @router.get("/v1/streams/{stream_id}", name="get_stream")
+    @router.get("/v1/streams/{stream_id}", name="get_stream", responses=_errors(404))
     async def get(stream_id: str) -> dict[str, Any]:
         """State, FPS, frame counters, mean stage timings (ms) and the last result."""
         return manager.get(stream_id).snapshot()
 
-    @router.delete("/v1/streams/{stream_id}", name="delete_stream")
+    @router.delete("/v1/streams/{stream_id}", name="delete_stream", responses=_errors(404))
     async def delete(stream_id: str) -> dict[str, Any]:
         await manager.delete(stream_id)
         return {"id": stream_id, "state": STOPPED}
 
-    @router.get("/v1/streams/{stream_id}/mjpeg", name="stream_mjpeg", response_class=StreamingResponse)
+    @router.get("/v1/streams/{stream_id}/mjpeg", name="stream_mjpeg", response_class=StreamingResponse,
+                responses=_errors(404))
     async def mjpeg(stream_id: str, request: Request) -> StreamingResponse:
         """Annotated frames as multipart/x-mixed-replace JPEG (what an <img> tag or FFmpeg can read)."""
         stream = manager.get(stream_id)
         return StreamingResponse(_mjpeg(manager, stream, request), headers=_NO_BUFFERING,
                                  media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
 
-    @router.get("/v1/streams/{stream_id}/events", name="stream_events", response_class=StreamingResponse)
+    @router.get("/v1/streams/{stream_id}/events", name="stream_events", response_class=StreamingResponse,
+                responses=_errors(404))
     async def events(stream_id: str, request: Request) -> StreamingResponse:
         """Server-sent events: 'result' per processed frame (id = frame sequence), 'state' on changes."""
         stream = manager.get(stream_id)
@@ -406,6 +414,6 @@ def install_streams(app: FastAPI, service: Service) -> StreamManager:
     return manager
 
 
-def with_streams(config: Any, *streams: Mapping[str, Any]) -> Any:
+def with_streams(config: Any, *streams: Mapping[str, Any] | StreamConfig) -> Any:
     """``config`` (a ServeConfig) with more start-up streams."""
     return replace(config, streams=(*config.streams, *streams))

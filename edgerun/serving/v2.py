@@ -26,6 +26,7 @@ from .codec import (
     decode_request,
     encode_response,
 )
+from .config import triton_settings
 from .execution import VERSION, ModelRunner
 from .service import Service
 
@@ -192,6 +193,8 @@ def model_config(runner: ModelRunner) -> dict[str, Any]:
     if runner.config.dynamic_batching:
         config["dynamic_batching"] = {"max_queue_delay_microseconds": runner.config.max_queue_delay_us,
                                       "preferred_batch_size": []}
+    config.update(triton_settings(runner.config, runner.backend, runner.load_options,
+                                  runner.backend in CPU_BACKENDS))
     return config
 
 
