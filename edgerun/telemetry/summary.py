@@ -100,9 +100,10 @@ class TelemetryCollector(Collector):
         self.sampler = sampler
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._power()
-        yield from self._models()
-        yield from self._board()
+        """Only families with samples: a board without a sensor exports nothing for it."""
+        for family in (*self._power(), *self._models(), *self._board()):
+            if family.samples:
+                yield family
 
     def _power(self) -> Iterator[Metric]:
         watts = GaugeMetricFamily("edgerun_power_watts", "Power now, per sensor and rail (rail "
