@@ -3,7 +3,9 @@ temperatures, throttle flags, model energy attribution, /metrics, /v1/telemetry 
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +19,21 @@ from edgerun.config import Settings
 from edgerun.hal import HostFS
 from edgerun.hal.power import captured_runner
 from edgerun.hal.thermal import discover_throttle_sources
-from edgerun.serving import ServeConfig, create_app
+from edgerun.serving import ModelConfig, ServeConfig, create_app
 from edgerun.telemetry.attribution import Execution, ExecutionRecorder, attribute
 from edgerun.telemetry.sampler import TelemetrySampler
 from edgerun.telemetry.summary import TelemetryCollector, telemetry_json
 
 from .camera_helpers import read_sse, wait_for
-from .helpers import ORIN_NANO_HWMON, SensorDriver, copy_device_tree, orin_nano_power_files, write_tree
+from .helpers import (
+    ORIN_NANO_HWMON,
+    REPO,
+    SAMPLES,
+    SensorDriver,
+    copy_device_tree,
+    orin_nano_power_files,
+    write_tree,
+)
 from .serving_helpers import ServerThread
 
 S = 1_000_000_000
@@ -42,10 +52,11 @@ def scrape(http: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
 
 @pytest.fixture(scope="module")
 def orin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ServerThread]]:
-    """An emulated Orin Nano (VDD_IN at 5.000 V, 4 W) served with no model."""
+    """An emulated Orin Nano (VDD_IN at 5.000 V, 4 W) serving mobilenet_v2 on onnxruntime."""
     root = copy_device_tree("jetson-orin-nano", tmp_path_factory.mktemp("orin"))
     write_tree(root, {VOLT1: "5000", CURR1: "800"})
-    app = create_app(ServeConfig(settings=Settings(host_root=root), models=()))
+    model = ModelConfig("mobilenet_v2", backend="onnxruntime", threads=1)
+    app = create_app(ServeConfig(settings=Settings(host_root=root), models=(model,)))
     with ServerThread(app) as server:
         server.wait_ready()
         yield root, server
@@ -204,3 +215,33 @@ def test_throttle_bits_from_the_pi_firmware_file_and_vcgencmd(tmp_path: Path) ->
                                                    "soft_temperature_limit_since_boot"}
     none, why = discover_throttle_sources(HostFS(tmp_path / "vc"), captured_runner({}))
     assert none == [] and why.startswith("no throttle flags")
+
+
+def _expressions(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("expr", "query") and isinstance(value, str):
+                yield value
+            else:
+                yield from _expressions(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _expressions(item)
+
+
+def test_every_grafana_expression_references_an_exported_metric(orin: tuple[Path, ServerThread]) -> None:
+    root, server = orin
+    dashboard = json.loads((REPO / "deploy/grafana/edgerun-telemetry.json").read_text())
+    with server.client() as http:
+        with (SAMPLES / "chelsea.png").open("rb") as image:
+            assert http.post("/v1/models/mobilenet_v2/predict", files={"file": image}).status_code == 200
+        write_tree(root, {"/proc/stat": "cpu  284210 320 62344 5120998 2301 0 1433 0 0 0"})
+        wait_for(lambda: ("edgerun_cpu_utilization_ratio", ()) in scrape(http), 10, "CPU utilisation")
+        exported = {name for name, _ in scrape(http)}
+    expressions = [e for e in _expressions(dashboard) if e != "prometheus"]
+    assert len(expressions) >= 15
+    for expression in expressions:
+        names = set(re.findall(r"\b((?:edgerun|process)_[a-z0-9_]+)\b", expression))
+        names |= set(re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{", expression))
+        assert names, expression
+        assert names <= exported, f"{expression}: {sorted(names - exported)} not in /metrics"

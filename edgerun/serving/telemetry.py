@@ -37,16 +37,6 @@ def telemetry_settings(service: Service, **overrides: Any) -> dict[str, Any]:
     return settings
 
 
-def _inference_counts(service: Service) -> dict[str, int]:
-    counts = {}
-    for name in service.served():
-        try:
-            counts[name] = service.runner(name).stats.inference_count
-        except EdgerunError:   # unloaded between the two calls
-            continue
-    return counts
-
-
 def _wrap_lifespan(app: FastAPI, sampler: TelemetrySampler) -> None:
     """Run the sampler for as long as the app's own lifespan."""
     inner = app.router.lifespan_context
@@ -73,8 +63,7 @@ def install_telemetry(app: FastAPI, service: Service, enabled: bool | None = Non
     sampler = None
     if settings["enabled"]:
         sampler = TelemetrySampler(service.config.settings.host_root, settings["power_period_s"],
-                                   settings["thermal_period_s"],
-                                   inference_counts=lambda: _inference_counts(service))
+                                   settings["thermal_period_s"])
         service.metrics.executions = sampler.recorder
         service.metrics.registry.register(TelemetryCollector(sampler))
         _wrap_lifespan(app, sampler)

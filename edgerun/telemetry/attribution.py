@@ -125,6 +125,7 @@ class ExecutionRecorder:
         self._next = itertools.count(1)
         self._running: dict[int, tuple[str, int]] = {}
         self._finished: list[Execution] = []
+        self._counts: dict[str, int] = {}
 
     def run(self, model: str) -> _Running:
         """``with recorder.run(name): session.infer(...)`` records that execution."""
@@ -140,6 +141,12 @@ class ExecutionRecorder:
         with self._lock:
             model, start = self._running.pop(key)
             self._finished.append(Execution(model, start, self.clock()))
+            self._counts[model] = self._counts.get(model, 0) + 1
+
+    def counts(self) -> dict[str, int]:
+        """Executions finished per model since the service started."""
+        with self._lock:
+            return dict(self._counts)
 
     def drain(self) -> tuple[list[Execution], int | None]:
         """Executions finished since the last drain, and the earliest start still running."""

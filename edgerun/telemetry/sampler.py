@@ -101,7 +101,7 @@ class TelemetrySampler:
         self.accelerator_percent: dict[str, float] = {}
         self.history: deque[dict[str, Any]] = deque(maxlen=int(HISTORY_S / thermal_period_s) + 1)
         self.ticks = 0
-        self.inference_counts = inference_counts or dict
+        self.inference_counts = inference_counts or self.recorder.counts
         # (time ns, joules per model, inferences per model) once per thermal tick, last WINDOW_S
         self.window: deque[tuple[int, dict[str, float], dict[str, int]]] = deque(
             maxlen=int(WINDOW_S / thermal_period_s) + 2)

@@ -140,8 +140,9 @@ class TelemetryCollector(Collector):
     def _board(self) -> Iterator[Metric]:
         state = self.sampler.state()
         counts = self.sampler.inference_counts()
-        inferences = CounterMetricFamily("edgerun_model_inferences", "Inferences (batch rows) run",
-                                         labels=["model"])
+        inferences = CounterMetricFamily(
+            "edgerun_model_inferences", "Model executions (a V2 request or dynamic batch, an image "
+            "prediction, a stream frame): the divisor of energy per inference", labels=["model"])
         for name, count in sorted(counts.items()):
             inferences.add_metric([name], count)
         yield inferences
