@@ -23,7 +23,7 @@ EXTRA_FOR_MODULE = {
 # One module per command, in the order `edgerun --help` lists them. Each defines
 # register(commands, common) -> None and must stay cheap to import (no runtime or web imports).
 COMMAND_MODULES: tuple[str, ...] = (
-    "predict", "models", "backends", "devices", "profile", "serve", "run", "optimize",
+    "predict", "models", "backends", "devices", "profile", "serve", "run", "optimize", "top",
 )
 
 
