@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import signal
 import socket
 import statistics
@@ -58,13 +59,13 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 def write_config(folder: Path, enabled: bool) -> Path:
     path = folder / f"telemetry-{'on' if enabled else 'off'}.json"
     path.write_text(json.dumps({"models": [{"name": MODEL, "backend": "onnxruntime"}],
-                                "access_log": False, "telemetry": {"enabled": enabled}}))
+                                "telemetry": {"enabled": enabled}}))
     return path
 
 
 @contextmanager
-def serving(config: Path, root: Path, log: Path) -> Iterator[int]:
-    """`edgerun serve` with ``config`` over ``root``; yields its port once the model is ready."""
+def serving(config: Path, root: Path, log: Path) -> Iterator[tuple[int, int]]:
+    """`edgerun serve` with ``config`` over ``root``; yields (port, pid) once the model is ready."""
     port = free_port()
     command = [sys.executable, "-m", "edgerun", "serve", "--port", str(port), "--config", str(config),
                "--root", str(root)]
@@ -77,7 +78,7 @@ def serving(config: Path, root: Path, log: Path) -> Iterator[int]:
                 raise SystemExit(f"edgerun serve did not become ready; see {log}:\n"
                                  f"{log.read_text()[-2000:]}")
             time.sleep(0.2)
-        yield port
+        yield port, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -95,8 +96,15 @@ def request_body() -> tuple[bytes, dict[str, str]]:
     return header + array.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
 
 
-def throughput(port: int, seconds: float, concurrency: int) -> float:
-    """Completed inferences per second of ``concurrency`` closed-loop clients over ``seconds``."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process this script started (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(port: int, pid: int, seconds: float, concurrency: int) -> tuple[float, float]:
+    """Inferences per second of ``concurrency`` closed-loop clients over ``seconds``, and the
+    server's CPU milliseconds per inference over the same window."""
     body, headers = request_body()
     counts = [0] * concurrency
     stop = threading.Event()
@@ -116,13 +124,13 @@ def throughput(port: int, seconds: float, concurrency: int) -> float:
     for thread in threads:
         thread.start()
     time.sleep(1.0)                      # warm: connections open, caches hot
-    first, started = sum(counts), time.perf_counter()
+    first, started, cpu = sum(counts), time.perf_counter(), cpu_seconds(pid)
     time.sleep(seconds)
-    done, elapsed = sum(counts) - first, time.perf_counter() - started
+    done, elapsed, cpu = sum(counts) - first, time.perf_counter() - started, cpu_seconds(pid) - cpu
     stop.set()
     for thread in threads:
         thread.join()
-    return done / elapsed
+    return done / elapsed, cpu * 1000 / max(done, 1)
 
 
 def model_energy(port: int) -> str:
@@ -133,7 +141,8 @@ def model_energy(port: int) -> str:
     rows = [f"{m['name']} {m['energy_j']:.3f} J" for m in data["models"]]
     sensor = data["sensors"][0] if data["sensors"] else None
     power = f"{sensor['name']} {sensor['energy_j']:.1f} J" if sensor else "no sensor"
-    return f"energy {power}; model energy {', '.join(rows) or 'none'}"
+    return (f"sampler CPU {data['sampler_cpu_s'] * 1000:.0f} ms; energy {power}; "
+            f"model energy {', '.join(rows) or 'none'}")
 
 
 def main() -> None:
@@ -144,28 +153,35 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--root", type=Path, default=REPO / "devices" / "jetson-orin-nano" / "rootfs")
     args = parser.parse_args()
-    results: dict[str, list[float]] = {"off": [], "on": []}
+    results: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
     with tempfile.TemporaryDirectory(prefix="edgerun-telemetry-bench-") as scratch:
         folder = Path(scratch)
         for repeat in range(args.repeats):
             order = ("off", "on") if repeat % 2 == 0 else ("on", "off")
             for setting in order:
                 config = write_config(folder, setting == "on")
-                with serving(config, args.root, folder / f"serve-{setting}-{repeat}.log") as port:
-                    results[setting].append(throughput(port, args.seconds, args.concurrency))
+                with serving(config, args.root, folder / f"serve-{setting}-{repeat}.log") as (port, pid):
+                    results[setting].append(throughput(port, pid, args.seconds, args.concurrency))
                     note = model_energy(port) if setting == "on" else get(port, "/v1/telemetry")[1].decode()
-                print(f"run {repeat + 1} telemetry {setting:>3}: {results[setting][-1]:8.1f} infer/s   "
-                      f"[{note[:110]}]", flush=True)
-    off, on = statistics.median(results["off"]), statistics.median(results["on"])
+                rate, cpu_ms = results[setting][-1]
+                print(f"run {repeat + 1} telemetry {setting:>3}: {rate:8.1f} infer/s "
+                      f"{cpu_ms:6.2f} CPU ms/infer   [{note[:100]}]", flush=True)
+    report(results, args)
+
+
+def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> None:
     board = args.root.parent.name if args.root.name == "rootfs" else args.root.name
     print(f"\nmobilenet_v2, onnxruntime, concurrency {args.concurrency}, {args.seconds:g} s x "
           f"{args.repeats} interleaved runs, board tree {board}")
-    print(f"{'telemetry':<10} {'median infer/s':>15} {'runs':>30}")
-    for setting, median in (("off", off), ("on", on)):
-        runs = ", ".join(f"{v:.1f}" for v in results[setting])
-        print(f"{setting:<10} {median:>15.1f} {runs:>30}")
-    print(f"ratio on/off: {on / off:.3f} (target >= 0.98)")
-
+    print(f"{'telemetry':<10} {'median infer/s':>15} {'median CPU ms/infer':>20}   runs (infer/s)")
+    medians = {}
+    for setting in ("off", "on"):
+        rates, cpu = [r for r, _ in results[setting]], [c for _, c in results[setting]]
+        medians[setting] = statistics.median(rates), statistics.median(cpu)
+        print(f"{setting:<10} {medians[setting][0]:>15.1f} {medians[setting][1]:>20.2f}   "
+              + ", ".join(f"{v:.1f}" for v in rates))
+    print(f"throughput ratio on/off: {medians['on'][0] / medians['off'][0]:.3f} (target >= 0.98)")
+    print(f"CPU per inference ratio on/off: {medians['on'][1] / medians['off'][1]:.3f}")
 
 if __name__ == "__main__":
     main()

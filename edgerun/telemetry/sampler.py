@@ -101,6 +101,7 @@ class TelemetrySampler:
         self.accelerator_percent: dict[str, float] = {}
         self.history: deque[dict[str, Any]] = deque(maxlen=int(HISTORY_S / thermal_period_s) + 1)
         self.ticks = 0
+        self.cpu_seconds = 0.0
         self.inference_counts = inference_counts or self.recorder.counts
         # (time ns, joules per model, inferences per model) once per thermal tick, last WINDOW_S
         self.window: deque[tuple[int, dict[str, float], dict[str, int]]] = deque(
@@ -137,6 +138,7 @@ class TelemetrySampler:
             if started >= next_thermal:
                 self.thermal_tick()
                 next_thermal = started + self.thermal_period_s
+            self.cpu_seconds = time.thread_time()     # this thread's own cost, exported
             if self._wait(max(0.0, period - (time.monotonic() - started))):
                 break
 

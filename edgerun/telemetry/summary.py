@@ -84,6 +84,7 @@ def telemetry_json(sampler: TelemetrySampler, history: bool = False) -> dict[str
         "enabled": True, "power_period_s": sampler.power_period_s,
         "thermal_period_s": sampler.thermal_period_s,
         "sensors": sampler.sensors(), "idle_w": sampler.idle.watts,
+        "sampler_cpu_s": sampler.cpu_seconds,
         **sampler.state(),
         "throttle_sources": [s.name for s in hardware.throttle] if hardware else [],
         "models": model_rows(sampler), "missing": missing(sampler),
@@ -154,6 +155,8 @@ class TelemetryCollector(Collector):
                         state["cpu_frequency_hz"])
         yield _labelled("edgerun_accelerator_utilization_ratio", "GPU/NPU busy share (0..1)", "device",
                         {k: v / 100.0 for k, v in state["accelerator_percent"].items()})
+        yield CounterMetricFamily("edgerun_telemetry_cpu_seconds", "CPU time the telemetry sampler "
+                                  "thread used", value=self.sampler.cpu_seconds)
         if state["cpu_percent"] is not None:
             yield GaugeMetricFamily("edgerun_cpu_utilization_ratio", "Busy share of all CPUs (0..1)",
                                     value=state["cpu_percent"] / 100.0)
