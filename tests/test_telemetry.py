@@ -17,10 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edgerun.config import Settings
 from edgerun.hal import HostFS
-from edgerun.hal.power import captured_runner
+from edgerun.hal.power import PowerReading, captured_runner
 from edgerun.hal.thermal import discover_throttle_sources
 from edgerun.serving import ModelConfig, ServeConfig, create_app
 from edgerun.telemetry.attribution import Execution, ExecutionRecorder, attribute
+from edgerun.telemetry.energy import EnergyCounter
 from edgerun.telemetry.sampler import TelemetrySampler
 from edgerun.telemetry.summary import TelemetryCollector, telemetry_json
 
@@ -245,3 +246,48 @@ def test_every_grafana_expression_references_an_exported_metric(orin: tuple[Path
         names |= set(re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{", expression))
         assert names, expression
         assert names <= exported, f"{expression}: {sorted(names - exported)} not in /metrics"
+
+
+def test_energy_counter_across_a_rapl_wrap_and_a_counter_reset(tmp_path: Path) -> None:
+    zone = "/sys/class/powercap/intel-rapl:0"
+    root = write_tree(tmp_path, {f"{zone}/name": "package-0", f"{zone}/energy_uj": "200000",
+                                 f"{zone}/max_energy_range_uj": "250000"})     # wraps every 0.25 J
+    clock = FakeClock()
+    sampler = TelemetrySampler(root, runner=captured_runner({}), clock=clock)
+    sampler.discover()
+    for k in range(12):                          # +25 mJ every 10 ms (2.5 W), wrapping twice
+        write_tree(root, {f"{zone}/energy_uj": str((200_000 + 25_000 * k) % 250_000)})
+        clock.now = k * 10_000_000
+        sampler.power_tick()
+    row = sampler.sensors()[0]
+    assert row["name"] == "rapl" and row["unit"] == "J"
+    assert row["energy_j"] == pytest.approx(11 * 0.025)
+    assert row["rail_energy_j"] == pytest.approx({"package-0": 11 * 0.025})
+    assert row["watts"] == pytest.approx(2.5)
+
+    counter = EnergyCounter()                    # a counter that restarts (driver reload) counts 0
+    for t, joules in ((0, 100.0), (S, 104.0), (2 * S, 1.0), (3 * S, 3.0)):
+        counter.add(t, PowerReading(joules, "J", {"gpu0": joules}))
+    assert counter.total_j == pytest.approx(6.0) and counter.rails_j == pytest.approx({"gpu0": 6.0})
+
+
+def test_telemetry_turned_off_answers_404_and_records_nothing() -> None:
+    from fastapi import FastAPI
+
+    from edgerun.serving.errors import install_error_handlers
+    from edgerun.serving.service import Service
+    from edgerun.serving.telemetry import install_telemetry
+    from edgerun.telemetry.attribution import NullRecorder
+
+    app = FastAPI()
+    install_error_handlers(app)
+    service = Service(ServeConfig(settings=Settings(), models=()))
+    assert install_telemetry(app, service, enabled=False) is None
+    assert isinstance(service.metrics.executions, NullRecorder)
+    with ServerThread(app) as server, server.client() as http:
+        for path in ("/v1/telemetry", "/v1/telemetry/events"):
+            answer = http.get(path)
+            assert answer.status_code == 404
+            assert answer.json() == {"error": "telemetry is disabled in the service config "
+                                              "(telemetry.enabled)"}
+    assert "edgerun_power_watts" not in service.metrics.render()[0].decode()
