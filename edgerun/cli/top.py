@@ -10,10 +10,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .argtypes import positive_float
 from .common import print_json
+
+if TYPE_CHECKING:
+    from ..telemetry.sampler import TelemetrySampler
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 API_KEY_ENV = "EDGERUN_API_KEY"
@@ -44,7 +47,8 @@ def board_view(root: Path | None) -> dict[str, Any]:
             "emulated": platform.emulated}
 
 
-def collect(sampler: Any, board: dict[str, Any], service: dict[str, Any] | None) -> dict[str, Any]:
+def collect(sampler: TelemetrySampler, board: dict[str, Any],
+            service: dict[str, Any] | None) -> dict[str, Any]:
     """One snapshot of everything the view shows (also the --json output)."""
     from ..telemetry.summary import missing
 
@@ -126,7 +130,7 @@ def render(view: dict[str, Any]) -> list[str]:
             *_service_lines(view["service"])]
 
 
-def _sampler(args: argparse.Namespace) -> Any:
+def _sampler(args: argparse.Namespace) -> TelemetrySampler:
     from ..telemetry.sampler import TelemetrySampler
 
     return TelemetrySampler(args.root or "/", power_period_s=min(0.1, args.interval),

@@ -14,8 +14,21 @@ from pathlib import Path
 from typing import Any
 
 from ..hal import HostFS
-from ..hal.load import CpuLoad, discover_accelerator_loads, discover_cpu_frequencies
-from ..hal.power import CommandRunner, PowerSensor, SensorReadError, host_runner, survey_power_sensors
+from ..hal.load import (
+    AcceleratorLoad,
+    CpuFrequency,
+    CpuLoad,
+    discover_accelerator_loads,
+    discover_cpu_frequencies,
+)
+from ..hal.power import (
+    CommandRunner,
+    PowerReading,
+    PowerSensor,
+    SensorReadError,
+    host_runner,
+    survey_power_sensors,
+)
 from ..hal.power import unavailable_reason as power_unavailable_reason
 from ..hal.thermal import TempSensor, ThrottleSource, discover_temp_sensors, discover_throttle_sources
 from .attribution import Attribution, Execution, ExecutionRecorder, IdleBaseline, attribute_segment
@@ -42,6 +55,8 @@ class SensorState:
 
 @dataclass
 class ModelEnergy:
+    """Energy attributed to one model so far, and its latest execution times (end ns, duration ns)."""
+
     joules: float = 0.0
     latencies: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=MAX_LATENCIES))
 
@@ -55,8 +70,8 @@ class Hardware:
     temps: list[TempSensor]
     throttle: list[ThrottleSource]
     throttle_finding: str
-    cpu_freqs: list[Any]
-    accelerators: list[Any]
+    cpu_freqs: list[CpuFrequency]
+    accelerators: list[AcceleratorLoad]
     cpu_load: CpuLoad
 
 
@@ -166,8 +181,8 @@ class TelemetrySampler:
         self._attribute(board)
         self.ticks += 1
 
-    def _board_segment(self, previous: tuple[Any, int | None], now: int, value: float, unit: str
-                       ) -> tuple[int, float]:
+    def _board_segment(self, previous: tuple[PowerReading | None, int | None], now: int, value: float,
+                       unit: str) -> tuple[int, float]:
         """Queue the best sensor's segment since its previous reading for attribution."""
         last, last_ns = previous
         if last is not None and last_ns is not None:
