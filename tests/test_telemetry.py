@@ -291,3 +291,32 @@ def test_telemetry_turned_off_answers_404_and_records_nothing() -> None:
             assert answer.json() == {"error": "telemetry is disabled in the service config "
                                               "(telemetry.enabled)"}
     assert "edgerun_power_watts" not in service.metrics.render()[0].decode()
+
+
+def test_model_energy_end_to_end_when_power_rises_during_inference(tmp_path: Path) -> None:
+    root = copy_device_tree("jetson-orin-nano", tmp_path)
+    write_tree(root, {VOLT1: "5000", CURR1: "800"})                                  # 4 W idle
+    model = ModelConfig("mobilenet_v2", backend="onnxruntime", threads=1)
+    with ServerThread(create_app(ServeConfig(settings=Settings(host_root=root), models=(model,)))) as server:
+        server.wait_ready()
+        with server.client() as http:
+            wait_for(lambda: abs((http.get("/v1/telemetry").json()["idle_w"] or 0) - 4.0) < 1e-9, 10,
+                     "the idle baseline")
+            write_tree(root, {CURR1: "1800"})                                         # 9 W while busy
+            time.sleep(0.3)
+            for _ in range(30):
+                with (SAMPLES / "chelsea.png").open("rb") as image:
+                    assert http.post("/v1/models/mobilenet_v2/predict", files={"file": image}).is_success
+            write_tree(root, {CURR1: "800"})
+            wait_for(lambda: http.get("/v1/telemetry").json()["models"][0]["executions"] == 30, 10, "30 runs")
+            time.sleep(1.2)                                           # one more window point
+            row = http.get("/v1/telemetry").json()["models"][0]
+            metrics = scrape(http)
+    joules = metrics[("edgerun_model_energy_joules_total", (("model", "mobilenet_v2"),))]
+    assert metrics[("edgerun_model_inferences_total", (("model", "mobilenet_v2"),))] == 30
+    assert row["name"] == "mobilenet_v2" and row["inferences"] == 30 and row["energy_j"] == joules
+    # 5 W above the 4 W baseline while executions ran; the baseline drifts up with the busy
+    # board's short gaps between requests (counted idle), so allow from 1 W to 5 W above it.
+    p50_s = row["latency_ms"]["p50"] / 1000
+    assert 30 * 1.0 * p50_s * 0.5 < joules <= 30 * 5.0 * row["latency_ms"]["p99"] / 1000 * 1.1
+    assert row["energy_per_inference_j"] == pytest.approx(joules / 30)

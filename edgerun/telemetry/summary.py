@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -81,7 +82,7 @@ def telemetry_json(sampler: TelemetrySampler, history: bool = False) -> dict[str
     """The body of GET /v1/telemetry (and of each /v1/telemetry/events event)."""
     hardware = sampler.hardware
     body: dict[str, Any] = {
-        "enabled": True, "power_period_s": sampler.power_period_s,
+        "time": time.time(), "enabled": True, "power_period_s": sampler.power_period_s,
         "thermal_period_s": sampler.thermal_period_s,
         "sensors": sampler.sensors(), "idle_w": sampler.idle.watts,
         "sampler_cpu_s": sampler.cpu_seconds,
