@@ -57,7 +57,7 @@ def test_live_panel_charts_power_and_temperature_and_shows_throttling(page: Page
                     with (SAMPLES / "chelsea.png").open("rb") as image:
                         assert http.post("/v1/models/mobilenet_v2/predict", files={"file": image}).is_success
             page.send("Page.navigate", {"url": f"{server.url}/"})
-            points = "Number(document.getElementById('power-chart').dataset.points || 0)"
+            points = "Number(document.getElementById('power-chart')?.dataset.points || 0)"
             wait_for(lambda: page.evaluate(points) >= 8, 30, "power points on the chart")
             wait_for(lambda: "thermal_trip" in str(page.evaluate(
                 "document.getElementById('throttle').textContent")), 30, "throttling shown")
