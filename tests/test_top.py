@@ -122,3 +122,9 @@ def test_live_view_under_tmux(orin_service: tuple[Path, ServerThread]) -> None:
     finally:
         driver.stop()
         tmux.close()
+
+
+def test_a_root_that_is_not_a_directory_is_one_line_error(capsys: pytest.CaptureFixture[str],
+                                                          tmp_path: Path) -> None:
+    assert main(["top", "--root", str(tmp_path / "nowhere"), "--once"]) == 1
+    assert capsys.readouterr().err == f"edgerun: error: --root {tmp_path / 'nowhere'} is not a directory\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import time
 import urllib.error
@@ -12,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InvalidInputError
 from .argtypes import positive_float
 from .common import print_json
 
@@ -176,16 +178,28 @@ def run_live(args: argparse.Namespace, api_key: str | None) -> None:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    api_key = os.environ.get(API_KEY_ENV)
+    if args.root is not None and not args.root.is_dir():
+        raise InvalidInputError(f"--root {args.root} is not a directory")
+    logger = logging.getLogger("edgerun")
+    level = logger.level
+    if not args.verbose:   # what is missing is on the screen; a log line would tear the curses view
+        logger.setLevel(logging.ERROR)
+    try:
+        _show(args, os.environ.get(API_KEY_ENV))
+    finally:
+        logger.setLevel(level)
+    return 0
+
+
+def _show(args: argparse.Namespace, api_key: str | None) -> None:
     if args.once or args.json:
         view = run_once(args, api_key)
         if args.json:
             print_json(view)
         else:
             print("\n".join(render(view)))
-        return 0
-    run_live(args, api_key)
-    return 0
+    else:
+        run_live(args, api_key)
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
