@@ -22,8 +22,9 @@ from edgerun.hal.thermal import discover_throttle_sources
 from edgerun.serving import ModelConfig, ServeConfig, create_app
 from edgerun.telemetry.attribution import Execution, ExecutionRecorder, attribute
 from edgerun.telemetry.energy import EnergyCounter
+from edgerun.telemetry.prometheus import TelemetryCollector
 from edgerun.telemetry.sampler import TelemetrySampler
-from edgerun.telemetry.summary import TelemetryCollector, telemetry_json
+from edgerun.telemetry.summary import telemetry_json
 
 from .camera_helpers import read_sse, wait_for
 from .helpers import (

@@ -13,8 +13,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from ..errors import EdgerunError
+from ..telemetry.prometheus import TelemetryCollector
 from ..telemetry.sampler import TelemetrySampler
-from ..telemetry.summary import TelemetryCollector, telemetry_json
+from ..telemetry.summary import telemetry_json
 from .service import Service
 
 EVENT_PERIOD_S = 1.0
