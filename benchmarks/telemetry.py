@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -102,9 +103,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def throughput(port: int, pid: int, seconds: float, concurrency: int) -> tuple[float, float]:
-    """Inferences per second of ``concurrency`` closed-loop clients over ``seconds``, and the
-    server's CPU milliseconds per inference over the same window."""
+def sampler_cpu_s(port: int) -> float | None:
+    """The telemetry sampler thread's CPU seconds so far (None with telemetry off)."""
+    status, body = get(port, "/v1/telemetry")
+    return float(json.loads(body)["sampler_cpu_s"]) if status == 200 else None
+
+
+@dataclass
+class Run:
+    rate: float                    # inferences per second
+    cpu_ms: float                  # server CPU ms per inference
+    sampler_share: float | None    # sampler CPU / server CPU over the window
+
+
+def throughput(port: int, pid: int, seconds: float, concurrency: int) -> Run:
+    """Inferences per second of ``concurrency`` closed-loop clients over ``seconds``, the server's
+    CPU milliseconds per inference and the sampler's share of the server's CPU, same window."""
     body, headers = request_body()
     counts = [0] * concurrency
     stop = threading.Event()
@@ -124,13 +138,15 @@ def throughput(port: int, pid: int, seconds: float, concurrency: int) -> tuple[f
     for thread in threads:
         thread.start()
     time.sleep(1.0)                      # warm: connections open, caches hot
-    first, started, cpu = sum(counts), time.perf_counter(), cpu_seconds(pid)
+    first, started, cpu, sampler = sum(counts), time.perf_counter(), cpu_seconds(pid), sampler_cpu_s(port)
     time.sleep(seconds)
     done, elapsed, cpu = sum(counts) - first, time.perf_counter() - started, cpu_seconds(pid) - cpu
+    sampler_after = sampler_cpu_s(port)
     stop.set()
     for thread in threads:
         thread.join()
-    return done / elapsed, cpu * 1000 / max(done, 1)
+    share = (sampler_after - sampler) / cpu if sampler is not None and sampler_after is not None else None
+    return Run(done / elapsed, cpu * 1000 / max(done, 1), share)
 
 
 def model_energy(port: int) -> str:
@@ -153,7 +169,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--root", type=Path, default=REPO / "devices" / "jetson-orin-nano" / "rootfs")
     args = parser.parse_args()
-    results: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
+    results: dict[str, list[Run]] = {"off": [], "on": []}
     with tempfile.TemporaryDirectory(prefix="edgerun-telemetry-bench-") as scratch:
         folder = Path(scratch)
         for repeat in range(args.repeats):
@@ -163,25 +179,30 @@ def main() -> None:
                 with serving(config, args.root, folder / f"serve-{setting}-{repeat}.log") as (port, pid):
                     results[setting].append(throughput(port, pid, args.seconds, args.concurrency))
                     note = model_energy(port) if setting == "on" else get(port, "/v1/telemetry")[1].decode()
-                rate, cpu_ms = results[setting][-1]
-                print(f"run {repeat + 1} telemetry {setting:>3}: {rate:8.1f} infer/s "
-                      f"{cpu_ms:6.2f} CPU ms/infer   [{note[:100]}]", flush=True)
+                run = results[setting][-1]
+                share = "" if run.sampler_share is None else f" sampler {run.sampler_share:.2%} of CPU"
+                print(f"run {repeat + 1} telemetry {setting:>3}: {run.rate:8.1f} infer/s "
+                      f"{run.cpu_ms:6.2f} CPU ms/infer{share}   [{note[:90]}]", flush=True)
     report(results, args)
 
 
-def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> None:
+def report(results: dict[str, list[Run]], args: argparse.Namespace) -> None:
     board = args.root.parent.name if args.root.name == "rootfs" else args.root.name
     print(f"\nmobilenet_v2, onnxruntime, concurrency {args.concurrency}, {args.seconds:g} s x "
           f"{args.repeats} interleaved runs, board tree {board}")
     print(f"{'telemetry':<10} {'median infer/s':>15} {'median CPU ms/infer':>20}   runs (infer/s)")
     medians = {}
     for setting in ("off", "on"):
-        rates, cpu = [r for r, _ in results[setting]], [c for _, c in results[setting]]
+        rates, cpu = [r.rate for r in results[setting]], [r.cpu_ms for r in results[setting]]
         medians[setting] = statistics.median(rates), statistics.median(cpu)
         print(f"{setting:<10} {medians[setting][0]:>15.1f} {medians[setting][1]:>20.2f}   "
               + ", ".join(f"{v:.1f}" for v in rates))
     print(f"throughput ratio on/off: {medians['on'][0] / medians['off'][0]:.3f} (target >= 0.98)")
     print(f"CPU per inference ratio on/off: {medians['on'][1] / medians['off'][1]:.3f}")
+    shares = [r.sampler_share for r in results["on"] if r.sampler_share is not None]
+    if shares:
+        print(f"telemetry sampler thread: {statistics.median(shares):.2%} of the server's CPU (median), "
+              "the bound on its throughput cost when the server is CPU-bound")
 
 if __name__ == "__main__":
     main()
