@@ -321,3 +321,35 @@ def test_model_energy_end_to_end_when_power_rises_during_inference(tmp_path: Pat
     p50_s = row["latency_ms"]["p50"] / 1000
     assert 30 * 1.0 * p50_s * 0.5 < joules <= 30 * 5.0 * row["latency_ms"]["p99"] / 1000 * 1.1
     assert row["energy_per_inference_j"] == pytest.approx(joules / 30)
+
+
+def _brute_force(samples: list[tuple[int, float]], executions: list[Execution], idle_w: float
+                 ) -> dict[str, float]:
+    """The same method unit by unit of time (every schedule point is an integer)."""
+    joules: dict[str, float] = {}
+    for (t0, w0), (t1, w1) in zip(samples, samples[1:], strict=False):
+        for t in range(t0, t1):
+            p0, p1 = (w0 + (w1 - w0) * (t - t0) / (t1 - t0), w0 + (w1 - w0) * (t + 1 - t0) / (t1 - t0))
+            running = [e.model for e in executions if e.start_ns <= t and e.end_ns >= t + 1]
+            above = max(0.0, (p0 + p1) / 2 / 1e9 - idle_w / 1e9)
+            for model in running:
+                joules[model] = joules.get(model, 0.0) + above / len(running)
+    return joules
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_attribution_agrees_with_a_brute_force_sweep(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    times = sorted(rng.sample(range(1, 400), 6))
+    samples = [(t, rng.uniform(4.5, 9.0)) for t in [0, *times, 400]]   # above idle: no clamping
+    executions = []
+    for _ in range(rng.randint(1, 8)):
+        start = rng.randint(0, 390)
+        executions.append(Execution(rng.choice("abc"), start, rng.randint(start + 1, 400)))
+    got = attribute(samples, executions, 4.0).model_joules
+    expected = _brute_force(samples, executions, 4.0)
+    assert set(got) == {e.model for e in executions}
+    for model in got:
+        assert got[model] == pytest.approx(expected.get(model, 0.0), rel=1e-9, abs=1e-18)
