@@ -353,3 +353,17 @@ def test_attribution_agrees_with_a_brute_force_sweep(seed: int) -> None:
     assert set(got) == {e.model for e in executions}
     for model in got:
         assert got[model] == pytest.approx(expected.get(model, 0.0), rel=1e-9, abs=1e-18)
+
+
+def test_each_v2_request_and_image_prediction_counts_once(orin: tuple[Path, ServerThread]) -> None:
+    _, server = orin
+    key = ("edgerun_model_inferences_total", (("model", "mobilenet_v2"),))
+    body = {"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32",
+                        "data": [0.0] * (3 * 224 * 224)}]}
+    with server.client() as http:
+        before = scrape(http).get(key, 0.0)
+        for _ in range(3):
+            assert http.post("/v2/models/mobilenet_v2/infer", json=body).status_code == 200
+        with (SAMPLES / "chelsea.png").open("rb") as image:
+            assert http.post("/v1/models/mobilenet_v2/predict", files={"file": image}).status_code == 200
+        assert scrape(http)[key] - before == 4
