@@ -17,8 +17,14 @@ from ..telemetry.prometheus import TelemetryCollector
 from ..telemetry.sampler import TelemetrySampler
 from ..telemetry.summary import telemetry_json
 from .service import Service
+from .wire import ErrorBody
 
 EVENT_PERIOD_S = 1.0
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in ((400, "bad query parameter"), (401, "missing or wrong API key"),
+                         (404, "telemetry is disabled in the service config"))
+}
 DEFAULTS = {"enabled": True, "power_period_s": 0.1, "thermal_period_s": 1.0}
 _NO_BUFFERING = {"Cache-Control": "no-cache, no-store", "X-Accel-Buffering": "no"}
 
@@ -91,14 +97,16 @@ async def _events(sampler: TelemetrySampler, service: Service, request: Request)
 def telemetry_router(service: Service, sampler: TelemetrySampler | None) -> APIRouter:
     router = APIRouter(tags=["telemetry"])
 
-    @router.get("/v1/telemetry", name="telemetry")
+    @router.get("/v1/telemetry", name="telemetry", responses=_ERRORS)
     async def telemetry(history: bool = False) -> dict[str, Any]:
         """Power per sensor and rail, energy, temperatures, throttling, CPU frequency and load,
         per-model rate, latency and energy per inference over the last minute, and why anything
         is missing. ``?history=true`` adds the last minutes at the thermal period."""
         return await asyncio.to_thread(telemetry_json, _need(sampler), history)
 
-    @router.get("/v1/telemetry/events", name="telemetry_events", response_class=StreamingResponse)
+    @router.get("/v1/telemetry/events", name="telemetry_events", response_class=StreamingResponse,
+                responses={200: {"content": {"text/event-stream": {}},
+                                 "description": "one `telemetry` event per second"}, **_ERRORS})
     async def events(request: Request) -> StreamingResponse:
         """Server-sent events: one ``telemetry`` event (the body of GET /v1/telemetry) per second."""
         return StreamingResponse(_events(_need(sampler), service, request), headers=_NO_BUFFERING,
