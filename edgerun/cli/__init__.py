@@ -25,6 +25,7 @@ EXTRA_FOR_MODULE = {
 # register(commands, common) -> None and must stay cheap to import (no runtime or web imports).
 COMMAND_MODULES: tuple[str, ...] = (
     "predict", "models", "backends", "devices", "profile", "serve", "run", "optimize", "config",
+    "top",
 )
 
 

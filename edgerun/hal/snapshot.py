@@ -56,6 +56,13 @@ ALLOWED_FILES: tuple[str, ...] = (
     "/sys/class/thermal/thermal_zone*/temp",
     "/sys/class/thermal/thermal_zone*/trip_point_*",
     "/sys/devices/gpu.0/load",
+    "/sys/devices/platform/bus@0/*.gpu/load",
+    "/sys/devices/platform/*.gpu/load",
+    "/sys/class/hwmon/hwmon*/oc*_event_cnt",
+    "/sys/class/hwmon/hwmon*/oc*_throt_en",
+    "/sys/devices/platform/*/*:firmware/get_throttled",
+    "/sys/devices/system/cpu/cpu*/cpufreq/scaling_cur_freq",
+    "/proc/stat",
 )
 # Device nodes: written as empty placeholders, with this host's access verdict in the manifest.
 ALLOWED_NODES: tuple[str, ...] = (

@@ -133,3 +133,109 @@ def read_throttled(runner: CommandRunner) -> ThrottleState | None:
     """The Raspberry Pi throttling flags, or None where ``vcgencmd`` is absent or says nothing useful."""
     text = runner(("vcgencmd", "get_throttled"))
     return None if text is None else parse_throttled(text)
+
+
+# ---- throttle sources the telemetry sampler polls ----------------------------------------------
+
+# Metric-friendly reason names for the Raspberry Pi bits (edgerun_throttled{reason}).
+PI_REASONS: dict[int, str] = {
+    0: "under_voltage", 1: "arm_frequency_capped", 2: "throttled", 3: "soft_temperature_limit",
+    16: "under_voltage_since_boot", 17: "arm_frequency_capped_since_boot",
+    18: "throttled_since_boot", 19: "soft_temperature_limit_since_boot",
+}
+# Tegra234 over-current event counters (hwmon "soctherm_oc", NVIDIA's tegra23x-oc-event driver);
+# NVIDIA's Orin power guide: OC1 under-voltage, OC2 average over-current, OC3 instantaneous.
+JETSON_OC_REASONS: dict[int, str] = {1: "under_voltage", 2: "over_current_average",
+                                     3: "over_current_instant"}
+# The Raspberry Pi firmware driver's sysfs twin of `vcgencmd get_throttled` (hex bits).
+_PI_SYSFS_THROTTLED = ("/sys/devices/platform/soc/soc:firmware/get_throttled",
+                       "/sys/devices/platform/*/*:firmware/get_throttled")
+
+
+def pi_reasons(state: ThrottleState) -> dict[str, bool]:
+    """Every Raspberry Pi reason name -> whether its bit is set."""
+    return {name: bool(state.bits >> bit & 1) for bit, name in PI_REASONS.items()}
+
+
+class ThrottleSource:
+    """Reads a board's throttling state as {reason: active}; ``name`` says where it comes from."""
+
+    name = "throttle"
+    reasons: tuple[str, ...] = ()
+
+    def read(self) -> dict[str, bool] | None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class PiThrottleSource(ThrottleSource):
+    """Raspberry Pi get_throttled bits: the firmware sysfs file when present, else vcgencmd."""
+
+    reasons = tuple(PI_REASONS.values())
+
+    def __init__(self, path: Path | None, runner: CommandRunner) -> None:
+        self._path = path
+        self._runner = runner
+        self.name = f"sysfs {path.name}" if path is not None else "vcgencmd get_throttled"
+
+    def read(self) -> dict[str, bool] | None:
+        if self._path is None:
+            state = read_throttled(self._runner)
+        else:
+            try:
+                text = self._path.read_text(encoding="ascii").strip()
+                state = ThrottleState(int(text, 16))
+            except (OSError, ValueError):
+                state = None
+        return None if state is None else pi_reasons(state)
+
+
+class JetsonOcThrottleSource(ThrottleSource):
+    """Jetson (Orin) over-current/under-voltage event counters: a reason is active while its
+    counter rose since the previous read (counters are cumulative since boot)."""
+
+    name = "soctherm_oc"
+
+    def __init__(self, counters: dict[str, Path]) -> None:
+        self._counters = counters
+        self.reasons = tuple(counters)
+        self._last: dict[str, int] = {}
+
+    def read(self) -> dict[str, bool] | None:
+        active = {}
+        for reason, path in self._counters.items():
+            try:
+                count = int(path.read_text(encoding="ascii").strip())
+            except (OSError, ValueError):
+                continue
+            active[reason] = reason in self._last and count > self._last[reason]
+            self._last[reason] = count
+        return active or None
+
+
+def _jetson_oc_source(fs: HostFS) -> JetsonOcThrottleSource | None:
+    for hwmon in fs.listdir("/sys/class/hwmon"):
+        base = f"/sys/class/hwmon/{hwmon}"
+        if fs.read_text(f"{base}/name") != "soctherm_oc":
+            continue
+        counters = {reason: resolve(fs, f"{base}/oc{n}_event_cnt")
+                    for n, reason in JETSON_OC_REASONS.items() if fs.exists(f"{base}/oc{n}_event_cnt")}
+        if counters:
+            return JetsonOcThrottleSource(counters)
+    return None
+
+
+def discover_throttle_sources(fs: HostFS, runner: CommandRunner) -> tuple[list[ThrottleSource], str]:
+    """The board's throttling readers, and a sentence on what was (not) found."""
+    sources: list[ThrottleSource] = []
+    jetson = _jetson_oc_source(fs)
+    if jetson is not None:
+        sources.append(jetson)
+    sysfs = next((p for pattern in _PI_SYSFS_THROTTLED for p in fs.glob(pattern)), None)
+    if sysfs is not None:
+        sources.append(PiThrottleSource(resolve(fs, sysfs), runner))
+    elif read_throttled(runner) is not None:
+        sources.append(PiThrottleSource(None, runner))
+    if sources:
+        return sources, "found " + ", ".join(s.name for s in sources)
+    return [], ("no throttle flags: no soctherm_oc hwmon (Jetson), no firmware get_throttled "
+                "and no vcgencmd get_throttled (Raspberry Pi)")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ..hal.power import PowerReading, PowerSensor, SensorReadError
 from ..hal.thermal import TempSensor, read_temperatures
+from ..telemetry.energy import integrate_joules, interval_watts
 from .stats import Clock
 
 log = logging.getLogger(__name__)
@@ -107,12 +108,9 @@ def mean_power_w(trace: PowerTrace) -> float:
     """Time-weighted mean power over the trace: trapezoids for watts, end minus start for joules."""
     times, values = trace.times_ns, trace.values
     span_s = (times[-1] - times[0]) / 1e9
-    if trace.unit == "J":
-        return (values[-1] - values[0]) / span_s
-    if span_s <= 0:
+    if span_s <= 0 and trace.unit != "J":
         return sum(values) / len(values)
-    area = sum((values[i] + values[i + 1]) / 2 * (times[i + 1] - times[i]) for i in range(len(values) - 1))
-    return area / 1e9 / span_s
+    return integrate_joules(trace.unit, times, values) / span_s
 
 
 def mean_rail_w(trace: PowerTrace) -> dict[str, float]:
@@ -130,7 +128,8 @@ def power_series(trace: PowerTrace, origin_ns: int) -> tuple[list[float], list[f
     if trace.unit != "J":
         return times, list(trace.values)
     points = [((times[i] + times[i + 1]) / 2,
-               (trace.values[i + 1] - trace.values[i]) / max(times[i + 1] - times[i], 1e-9))
+               interval_watts("J", trace.times_ns[i], trace.values[i], trace.times_ns[i + 1],
+                              trace.values[i + 1]))
               for i in range(len(times) - 1)]
     return [p[0] for p in points], [p[1] for p in points]
 

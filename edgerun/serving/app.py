@@ -19,6 +19,7 @@ from .image import image_router
 from .middleware import ServiceMiddleware, document_refusals
 from .service import Service
 from .streams import install_streams
+from .telemetry import install_telemetry
 from .v2 import v2_router
 from .web import web_router
 
@@ -81,6 +82,7 @@ def create_app(config: ServeConfig, hooks: LifecycleHooks | None = None) -> Fast
     app.include_router(image_router(service))
     app.include_router(web_router(service))
     install_streams(app, service)
+    install_telemetry(app, service)
     _metrics_route(app, service)
     app.add_middleware(ServiceMiddleware, service=service)
     app.openapi = _openapi(app)  # type: ignore[method-assign]

@@ -147,7 +147,7 @@ class ModelRunner:
 
     def _tracked(self, function: Callable[[], T]) -> T:
         """One model execution inside the progress hook (e.g. a systemd watchdog's ``working()``)."""
-        with self._working():
+        with self._working(), self._metrics.executions.run(self.name):   # telemetry: energy per model
             return function()
 
     async def _execute(self, inputs: Tensors) -> Tensors:

@@ -8,8 +8,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import generate_latest
+
+from ..telemetry.attribution import ExecutionRecorder, NullRecorder
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -19,8 +29,13 @@ class ServingMetrics:
     """The service's metrics, registered in a registry of their own (one per app)."""
 
     def __init__(self) -> None:
+        disable_created_metrics()   # no edgerun_*_created series beside every counter and histogram
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)   # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        # Model executions are recorded here (``with metrics.executions.run(model): ...``); the
+        # telemetry sampler puts its recorder in place, otherwise recording costs nothing.
+        self.executions: ExecutionRecorder | NullRecorder = NullRecorder()
         self.requests = Counter("edgerun_requests", "HTTP requests by route, model and status code",
                                 ["route", "model", "status"], registry=r)
         self.request_seconds = Histogram("edgerun_request_duration_seconds", "HTTP request latency",
