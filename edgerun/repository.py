@@ -17,6 +17,7 @@ MANIFEST = "manifest.json"
 BUILTIN_MODELS = Path(__file__).parent / "models"
 DEFAULT_CLASSIFIER = "mobilenet_v2"
 DEFAULT_DETECTOR = "blazeface"
+DEFAULT_OBJECT_DETECTOR = "ssdlite_mobilenet_v2_coco"  # not shipped: no redistributable COCO weights found
 FORMATS_BY_SUFFIX = {".onnx": "onnx", ".tflite": "tflite", ".engine": "tensorrt", ".plan": "tensorrt",
                      ".param": "ncnn", ".xml": "openvino", ".rknn": "rknn"}
 EDGETPU_SUFFIX = "_edgetpu.tflite"  # compiled by edgetpu_compiler: format "edgetpu"
@@ -36,6 +37,7 @@ class Preprocess:
     input_size: tuple[int, int] = (224, 224)
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    pad_value: int = 0  # letterbox border colour (Ultralytics: 114)
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,11 @@ def _parse_preprocess(data: Mapping[str, Any] | None, where: str) -> Preprocess 
         mean = tuple(float(v) for v in data.get("mean", (0.0, 0.0, 0.0)))
         std = tuple(float(v) for v in data.get("std", (1.0, 1.0, 1.0)))
         resize_to = int(data["resize_to"]) if data.get("resize_to") is not None else None
+        pad_value = int(data.get("pad_value", 0))
     except (TypeError, ValueError) as exc:
         raise ModelIntegrityError(f"{where}: bad preprocess values: {exc}") from exc
+    if not 0 <= pad_value <= 255:
+        raise ModelIntegrityError(f"{where}: preprocess pad_value must lie in 0..255")
     if len(mean) != 3 or len(std) != 3 or 0.0 in std:
         raise ModelIntegrityError(f"{where}: preprocess mean and std need 3 values, std non-zero")
     resize = _choice(data.get("resize", "stretch"), RESIZE_MODES, "resize", where)
@@ -131,7 +136,7 @@ def _parse_preprocess(data: Mapping[str, Any] | None, where: str) -> Preprocess 
     return Preprocess(
         color=_choice(data.get("color", "RGB"), ("RGB", "BGR"), "color", where),
         resize=resize, resize_to=resize_to, input_size=(height, width),
-        mean=mean, std=std,  # type: ignore[arg-type]
+        mean=mean, std=std, pad_value=pad_value,  # type: ignore[arg-type]
     )
 
 
@@ -191,14 +196,26 @@ def load_package(root: Path) -> ModelPackage:
     )
 
 
-def package_from_file(path: Path) -> ModelPackage:
-    """A bare model file as a 'raw' package: no pipeline, no checksum to verify."""
+def package_from_file(path: Path, task: str | None = None) -> ModelPackage:
+    """A bare model file: its own metadata (Ultralytics, TFLite label files) gives the pipeline, else
+    'raw' (no pipeline) unless ``task`` says otherwise ('auto': decided from the outputs at load)."""
+    from .modelmeta import YOLO_PAD_VALUE, hints_from_file
+
     fmt = "edgetpu" if path.name.endswith(EDGETPU_SUFFIX) else FORMATS_BY_SUFFIX.get(path.suffix.lower())
     if fmt is None:
         raise ModelNotFoundError(
             f"{path.name}: unknown model file type; known: {', '.join(FORMATS_BY_SUFFIX)}"
         )
-    return ModelPackage(name=path.stem, root=path.parent, task="raw",
+    hints = hints_from_file(path)
+    chosen = task or hints.task or "raw"
+    preprocess = None
+    if hints.input_size is not None and chosen != "raw":
+        size = hints.input_size
+        preprocess = Preprocess(resize=hints.resize, input_size=size, pad_value=YOLO_PAD_VALUE,
+                                resize_to=size[0] if hints.resize == "crop" else None)
+    postprocess = hints.postprocess if chosen == hints.task else {}
+    return ModelPackage(name=path.stem, root=path.parent, task=chosen, description=hints.description,
+                        labels=hints.labels, preprocess=preprocess, postprocess=postprocess,
                         artifacts=(Artifact(fmt, path.resolve(), None),))
 
 
@@ -227,8 +244,9 @@ class ModelRepository:
     def packages(self) -> list[ModelPackage]:
         return [load_package(folder) for folder in self._candidates().values()]
 
-    def get(self, name_or_path: str | Path) -> ModelPackage:
-        """A package by name (in the repository) or by path (a package folder or a model file)."""
+    def get(self, name_or_path: str | Path, task: str | None = None) -> ModelPackage:
+        """A package by name (in the repository) or by path (a package folder or a model file);
+        ``task`` applies to bare model files only (see package_from_file)."""
         text = str(name_or_path)
         if _NAME.match(text) and ".." not in text:
             folder = self._candidates().get(text)
@@ -238,7 +256,7 @@ class ModelRepository:
         if path.is_dir():
             return load_package(path)
         if path.is_file():
-            return package_from_file(path)
+            return package_from_file(path, task)
         raise ModelNotFoundError(
             f"no model named or at {text!r}; known models: {', '.join(self.names()) or 'none'}"
         )
