@@ -207,7 +207,7 @@ def package_from_file(path: Path, task: str | None = None) -> ModelPackage:
             f"{path.name}: unknown model file type; known: {', '.join(FORMATS_BY_SUFFIX)}"
         )
     hints = hints_from_file(path)
-    chosen = task or hints.task or "raw"
+    chosen = hints.task if task in (None, "auto") and hints.task else (task or "raw")
     preprocess = None
     if hints.input_size is not None and chosen != "raw":
         size = hints.input_size

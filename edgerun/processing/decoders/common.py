@@ -138,6 +138,8 @@ def to_detections(found: Candidates, geometry: Geometry, width: int, height: int
     points = geometry.to_source(found.keypoints) if found.keypoints is not None else None
     detections = []
     for i, box in enumerate(boxes):
+        if box[2] <= box[0] or box[3] <= box[1]:
+            continue  # wholly in the letterbox border or off the image
         class_id = int(found.class_ids[i])
         keypoints = () if points is None else tuple(
             (round(float(x), 1), round(float(y), 1)) for x, y in points[i].reshape(-1, 2))
