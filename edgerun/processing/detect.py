@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,3 +49,10 @@ def merge_groups(values: np.ndarray, scores: np.ndarray, groups: list[np.ndarray
         return np.stack([values[g[0]] for g in groups]) if groups else values[:0]
     rows = [np.average(values[g], axis=0, weights=scores[g]) for g in groups]
     return np.stack(rows).astype(np.float32) if rows else values[:0]
+
+
+def keep_detections(detections: Sequence[Detection], labels: Collection[str] | None = None,
+                    min_score: float = 0.0) -> list[Detection]:
+    """Those with one of ``labels`` (any when None or empty) and a score of at least ``min_score``."""
+    wanted = set(labels or ())
+    return [d for d in detections if d.score >= min_score and (not wanted or d.label in wanted)]

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..camera.capture import Capture, OpenOptions, open_capture
-from ..camera.pipeline import DEGRADED, Infer, PipelineOptions, StreamPipeline
+from ..camera.pipeline import DEGRADED, Infer, PipelineOptions, StreamPipeline, filtered
 from ..camera.pump import ENDED, RUNNING, STOPPED, Backoff, FramePump
 from ..camera.uri import SourceSpec, parse_source
 from ..errors import EdgerunError, InvalidInputError
@@ -56,6 +56,10 @@ class StreamOptions(BaseModel):
     read_timeout_s: float = Field(default=5.0, gt=0, le=60,
                                   description="a stalled source reconnects after this")
     jpeg_quality: int = Field(default=80, ge=10, le=100)
+    labels: list[str] | None = Field(default=None, max_length=1000,
+                                     description="keep only detections (or classes) with these labels")
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0,
+                             description="keep only results scoring at least this")
 
 
 class StreamCreate(BaseModel):
@@ -117,8 +121,9 @@ class Stream:
         pump = FramePump(lambda: open_capture(spec, host_options), f"stream-{stream_id}",
                          pace=finite and options.realtime, lossless=finite and not options.realtime,
                          loop=options.loop, backoff=Backoff(0.5, 30.0))
+        kept = filtered(infer, options.labels, options.min_score)
         self.pipeline = StreamPipeline(
-            pump, infer, PipelineOptions(max_fps=options.max_fps, jpeg_quality=options.jpeg_quality,
+            pump, kept, PipelineOptions(max_fps=options.max_fps, jpeg_quality=options.jpeg_quality,
                                          lossless=finite and not options.realtime), stream_id=stream_id,
             on_event=self.events.publish, on_jpeg=self._jpeg, wants_jpeg=lambda: self.frames.active)
 
