@@ -169,13 +169,23 @@ def _activate(scores: np.ndarray, activation: str) -> np.ndarray:
     return scores
 
 
+def _split_raw(outputs: Sequence[NamedArray]) -> tuple[np.ndarray, np.ndarray]:
+    """(box encodings, class scores): a name with box/loc/regress/encod settles it, else the shape."""
+    if len(outputs) != 2:
+        raise ModelIntegrityError(
+            f"ssd needs 2 outputs (box encodings, class scores), the model has {len(outputs)}")
+    shaped = [i for i, (_, a) in enumerate(outputs) if a.shape[-1] == 4]
+    named = [i for i in shaped if any(h in outputs[i][0].lower() for h in ("box", "loc", "regress", "encod"))]
+    if not shaped:
+        raise ModelIntegrityError("ssd needs a box-encoding output [1, N, 4] and a class-score output")
+    boxes = (named or shaped)[0]
+    return outputs[boxes][1], outputs[1 - boxes][1]
+
+
 def decode_raw(outputs: Sequence[NamedArray], params: SsdParams, input_hw: tuple[int, int],
                anchors: np.ndarray | None = None) -> Candidates:
     """Box encodings [1, N, 4] and class scores [1, N, C(+1)] -> candidates, decoded against anchors."""
-    encodings = next((a for _, a in outputs if a.shape[-1] == 4), None)
-    logits = next((a for _, a in outputs if a.shape[-1] != 4), None)
-    if encodings is None or logits is None:
-        raise ModelIntegrityError("ssd needs a box-encoding output [1, N, 4] and a class-score output")
+    encodings, logits = _split_raw(outputs)
     anchors = grid_anchors(params, input_hw[0]) if anchors is None else anchors
     encodings = encodings.reshape(-1, 4)
     logits = logits.reshape(len(encodings), -1)

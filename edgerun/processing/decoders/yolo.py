@@ -36,9 +36,11 @@ def _single(outputs: Sequence[NamedArray], family: str) -> np.ndarray:
     return pred[0] if pred.ndim == 3 else pred
 
 
-def _rows_first(pred: np.ndarray, layout: str) -> np.ndarray:
-    """(N, values) view: transposes channel-first [values, N] heads."""
-    channels_first = layout == "channels_first" or (layout == "auto" and pred.shape[0] < pred.shape[1])
+def _rows_first(pred: np.ndarray, layout: str, auto_first: bool = True) -> np.ndarray:
+    """(N, values) view: transposes channel-first [values, N] heads ('auto': the smaller axis holds
+    the values, unless ``auto_first`` is False: families that are always rows-first)."""
+    smaller_first = auto_first and pred.shape[0] < pred.shape[1]
+    channels_first = layout == "channels_first" or (layout == "auto" and smaller_first)
     return pred.T if channels_first else pred
 
 
@@ -66,7 +68,7 @@ def decode_v8(outputs: Sequence[NamedArray], params: YoloParams, input_hw: tuple
 
 def decode_v5(outputs: Sequence[NamedArray], params: YoloParams, input_hw: tuple[int, int]) -> Candidates:
     """cx, cy, w, h, objectness, then class probabilities: score = objectness x class probability."""
-    rows = _rows_first(_single(outputs, "yolov5"), params.layout)
+    rows = _rows_first(_single(outputs, "yolov5"), params.layout, auto_first=False)
     if rows.shape[1] < 6:
         raise ModelIntegrityError(f"yolov5 rows need 5 values and class scores, got {rows.shape[1]}")
     rows = rows[rows[:, 4] >= params.score_threshold]  # objectness bounds every class score
@@ -81,7 +83,7 @@ def decode_v5(outputs: Sequence[NamedArray], params: YoloParams, input_hw: tuple
 def decode_end2end(outputs: Sequence[NamedArray], params: YoloParams, input_hw: tuple[int, int]
                    ) -> Candidates:
     """Rows of x0, y0, x1, y1, score, class (YOLOv10 / YOLO26 exports, NMS inside the model)."""
-    rows = _rows_first(_single(outputs, "yolo end-to-end"), params.layout)
+    rows = _rows_first(_single(outputs, "yolo end-to-end"), params.layout, auto_first=False)
     if rows.shape[1] != 6:
         raise ModelIntegrityError(f"end-to-end YOLO rows need 6 values, got {rows.shape[1]}")
     rows = rows[rows[:, 4] >= params.score_threshold]
