@@ -17,7 +17,7 @@ MANIFEST = "manifest.json"
 BUILTIN_MODELS = Path(__file__).parent / "models"
 DEFAULT_CLASSIFIER = "mobilenet_v2"
 DEFAULT_DETECTOR = "blazeface"
-DEFAULT_OBJECT_DETECTOR = "ssdlite_mobilenet_v2_coco"  # not shipped: no redistributable COCO weights found
+DEFAULT_OBJECT_DETECTOR = "coco_detector"  # --task detect; none shipped (no redistributable COCO weights)
 FORMATS_BY_SUFFIX = {".onnx": "onnx", ".tflite": "tflite", ".engine": "tensorrt", ".plan": "tensorrt",
                      ".param": "ncnn", ".xml": "openvino", ".rknn": "rknn"}
 EDGETPU_SUFFIX = "_edgetpu.tflite"  # compiled by edgetpu_compiler: format "edgetpu"
