@@ -16,7 +16,7 @@ from ..detect import Detection
 from ..image import Geometry
 
 NamedArray = tuple[str, np.ndarray]  # (output name, real-valued array)
-MAX_NMS_CANDIDATES = 3000  # the best this many boxes go into NMS (bounds its IoU matrix)
+MAX_NMS_CANDIDATES = 3000  # only the best this many boxes go into NMS (bounds its work)
 
 
 @dataclass(frozen=True)
@@ -95,34 +95,35 @@ def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[:, 0:2] - half, boxes[:, 0:2] + half], axis=1)
 
 
-def pairwise_iou(boxes: np.ndarray) -> np.ndarray:
-    """(N, N) intersection over union of xyxy boxes."""
-    x0 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
-    y0 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
-    x1 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
-    y1 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with each of ``boxes``."""
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[2], boxes[:, 2])
+    y1 = np.minimum(box[3], boxes[:, 3])
     inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(areas[:, None] + areas[None, :] - inter, 1e-9)
+    return inter / np.maximum((box[2] - box[0]) * (box[3] - box[1]) + areas - inter, 1e-9)
 
 
 def class_aware_nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_threshold: float,
                     max_detections: int, class_agnostic: bool = False) -> np.ndarray:
-    """Greedy NMS within each class (or across all), best first; indices of the boxes kept."""
+    """Greedy NMS within each class (or across all), best first; indices of the boxes kept.
+
+    Each class's boxes are shifted by their own offset so that boxes of different classes never
+    overlap; each kept box then removes what it overlaps from the rest in one vectorised step.
+    """
     order = np.argsort(-scores, kind="stable")[:MAX_NMS_CANDIDATES]
-    overlaps = pairwise_iou(boxes[order].astype(np.float32)) > iou_threshold
-    if not class_agnostic:
-        ids = class_ids[order]
-        overlaps &= ids[:, None] == ids[None, :]
-    suppressed = np.zeros(order.size, dtype=bool)
+    shifted = boxes[order].astype(np.float64)
+    if not class_agnostic and order.size:
+        span = float(np.abs(shifted).max()) * 2.0 + 1.0
+        shifted = shifted + (class_ids[order].astype(np.float64) * span)[:, None]
+    remaining = np.arange(order.size)
     kept: list[int] = []
-    for i in range(order.size):
-        if suppressed[i]:
-            continue
-        kept.append(i)
-        if len(kept) >= max_detections:
-            break
-        suppressed |= overlaps[i]
+    while remaining.size and len(kept) < max_detections:
+        best, rest = remaining[0], remaining[1:]
+        kept.append(int(best))
+        remaining = rest[_iou_one(shifted[best], shifted[rest]) <= iou_threshold]
     return order[np.asarray(kept, dtype=np.int64)]
 
 
