@@ -173,7 +173,10 @@ def hints_from_file(path: Path) -> ModelHints:
     """Whatever the file itself declares; empty hints when it declares nothing we understand."""
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        meta = onnx_metadata(path)
+        try:
+            meta = onnx_metadata(path)
+        except (ModelIntegrityError, ValueError, OSError):
+            return ModelHints()  # not readable as ONNX: the backend that loads it says why
         if _is_ultralytics(meta):
             return ultralytics_hints(meta, f"{path.name}: metadata_props")
         return ModelHints()

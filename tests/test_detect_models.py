@@ -149,3 +149,11 @@ def test_ultralytics_metadata_json_zipped_into_a_tflite_model(tmp_path: Path) ->
 def test_label_files_with_ids_fill_the_gaps() -> None:
     assert parse_labels("0  person\n2 car\n") == ("person", "", "car")
     assert parse_labels("person\n\ncar\n") == ("person", "car")
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not an onnx model"])
+def test_an_unreadable_file_has_no_hints_and_stays_raw(tmp_path: Path, content: bytes) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(content)
+    assert hints_from_file(broken).task is None
+    assert package_from_file(broken).task == "raw"

@@ -87,7 +87,7 @@ def run_local(args: argparse.Namespace) -> int:
     options = OpenOptions(args.open_timeout, args.open_timeout, settings.host_root)
     lossless = not spec.live and not args.realtime
     with Predictor.open(args.model or DEFAULT_DETECTOR, backend=args.backend, settings=settings,
-                        repository=repository_from(settings),
+                        repository=repository_from(settings), task="auto",
                         options=LoadOptions(threads=settings.threads)) as predictor:
         capture = open_capture(spec, options)
         sinks = _sinks(args, capture.fps)
