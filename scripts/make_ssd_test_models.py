@@ -10,6 +10,8 @@ ssd_raw_tiny.tflite          outputs box_encodings and class_logits (the raw hea
 ssd_postprocess_tiny.tflite  the same head through TFLite_Detection_PostProcess (sigmoid
                              scores, fast NMS, 10 detections): four outputs boxes, classes,
                              scores, count, as pycoral-style SSD exports have them
+ssd_raw_int8_tiny.tflite     the raw head (plus 1e-3 x the image mean, so that it is not folded
+                             away) fully quantised: uint8 image in, int8 outputs
 
 The custom op comes from a tf.function carrying ``experimental_implements`` — the way TF Object
 Detection API's TF2 exporter marks it — which the converter fuses when custom ops are allowed.
@@ -67,6 +69,25 @@ def convert(module, function, path: Path) -> None:
     print(f"wrote {path.relative_to(REPO)} ({path.stat().st_size} bytes)")
 
 
+def convert_int8(module, function, path: Path) -> None:
+    """Full-integer conversion: uint8 image in, int8 outputs with their own scale and zero point."""
+    import tensorflow as tf
+
+    def calibration():
+        rng = np.random.default_rng(0)
+        for _ in range(4):
+            yield [rng.uniform(-1, 1, (1, SIZE, SIZE, 3)).astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], module)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = calibration
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.int8
+    path.write_bytes(converter.convert())
+    print(f"wrote {path.relative_to(REPO)} ({path.stat().st_size} bytes)")
+
+
 def main() -> int:
     import tensorflow as tf
 
@@ -86,6 +107,13 @@ def main() -> int:
             return {"box_encodings": tf.constant(encodings) + nothing,
                     "class_logits": tf.constant(logits) + nothing}
 
+    class Quantisable(tf.Module):  # the image term must survive constant folding to be quantised
+        @tf.function(input_signature=signature)
+        def __call__(self, image):
+            little = tf.reduce_mean(image, axis=[1, 2, 3], keepdims=True)[:, :, :, :1] * 1e-3
+            return {"box_encodings": tf.constant(encodings) + little[:, 0],
+                    "class_logits": tf.constant(logits) + little[:, 0]}
+
     class Postprocessed(tf.Module):
         @tf.function(input_signature=signature)
         def __call__(self, image):
@@ -97,6 +125,8 @@ def main() -> int:
     raw, post = Raw(), Postprocessed()
     convert(raw, raw.__call__, OUT / "ssd_raw_tiny.tflite")
     convert(post, post.__call__, OUT / "ssd_postprocess_tiny.tflite")
+    quantisable = Quantisable()
+    convert_int8(quantisable, quantisable.__call__, OUT / "ssd_raw_int8_tiny.tflite")
     return 0
 
 

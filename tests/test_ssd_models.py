@@ -71,3 +71,20 @@ def test_predict_on_a_bare_ssd_tflite_file_letterboxes_and_maps_back(
     with Predictor.open(POSTPROCESSED, backend="litert", settings=Settings(), task="auto") as predictor:
         assert predictor.task == "detection" and predictor.decoder is not None
         assert predictor.decoder.kind == "ssd_postprocess" and predictor.pre.resize == "letterbox"
+
+
+def test_a_fully_quantised_ssd_decodes_like_the_float_one() -> None:
+    quantised = DATA / "ssd_raw_int8_tiny.tflite"
+    picture = np.full((300, 300, 3), 127, np.uint8)
+    with Predictor.open(quantised, backend="litert", settings=Settings(), task="detection") as predictor:
+        specs = predictor.session.output_specs
+        assert all(s.dtype == np.int8 and s.quantization is not None for s in specs)
+        assert predictor.session.input_specs[0].dtype == np.uint8
+        np.testing.assert_allclose(predictor.pre.mean, [0.5] * 3, atol=0.01)  # [0, 255] -> about [-1, 1]
+        found = predictor.predict(picture).detections
+    with Predictor.open(RAW, backend="litert", settings=Settings(), task="detection") as predictor:
+        expected = predictor.predict(picture).detections
+    assert len(found) == len(expected) == 5
+    assert [d.class_id for d in found] == [d.class_id for d in expected]
+    np.testing.assert_allclose([d.score for d in found], [d.score for d in expected], atol=0.02)
+    np.testing.assert_allclose([d.box for d in found], [d.box for d in expected], atol=1.5)
