@@ -31,6 +31,7 @@ class Preprocess(BaseModel):
     input_size: tuple[Side, Side] = (224, 224)
     mean: tuple[Finite, Finite, Finite] = (0.0, 0.0, 0.0)
     std: tuple[Finite, Finite, Finite] = (1.0, 1.0, 1.0)
+    pad_value: Annotated[int, Field(ge=0, le=255, description="letterbox border grey (Ultralytics: 114)")] = 0
 
     @model_validator(mode="after")
     def _consistent(self) -> Preprocess:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -21,8 +21,9 @@ from .hal import HostFS, Platform, detect
 from .hal.boards import backend_preference
 from .processing import image as img
 from .processing.classify import Classification, softmax, top_k
-from .processing.detect import Detection, decode_blazeface, merge_groups, nms, ssd_anchors
-from .repository import DEFAULT_CLASSIFIER, ModelPackage, ModelRepository, verify_artifact
+from .processing.decoders import Decoder
+from .processing.detect import Detection
+from .repository import DEFAULT_CLASSIFIER, ModelPackage, ModelRepository, Preprocess, verify_artifact
 from .types import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,13 @@ Result = ClassificationResult | DetectionResult
 def open_session(model: str | Path | None = None, *, backend: str | None = None,
                  options: LoadOptions | None = None, repository: ModelRepository | None = None,
                  registry: Registry | None = None, platform: Platform | None = None,
-                 settings: Settings | None = None) -> tuple[ModelPackage, Selection, Session]:
-    """Find a package, choose a backend, verify the artifact's checksum and load it."""
+                 settings: Settings | None = None, task: str | None = None
+                 ) -> tuple[ModelPackage, Selection, Session]:
+    """Find a package, choose a backend, verify the artifact's checksum and load it. ``task`` is
+    for a bare model file: 'detection', 'classification' or 'auto' (decided from its outputs)."""
     settings = settings or Settings.from_env()
     repository = repository or ModelRepository.from_settings(settings)
-    package = repository.get(model or DEFAULT_CLASSIFIER)
+    package = repository.get(model or DEFAULT_CLASSIFIER, task)
     platform = platform or detect(HostFS(settings.host_root))
     selection = (registry or Registry()).select(package, platform, backend or settings.backend,
                                                 prefer=backend_preference(platform))
@@ -87,15 +90,57 @@ def _since(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 3)
 
 
+def task_from_outputs(specs: Sequence[TensorSpec]) -> str:
+    """'classification' for one [1, K] output, else 'detection' (boxes need rank 3 or several outputs)."""
+    if len(specs) == 1 and len(specs[0].shape) == 2:
+        return "classification"
+    return "detection"
+
+
+def _spatial_size(spec: TensorSpec, layout: str) -> tuple[int, int]:
+    height, width = spec.shape[2:4] if layout == "NCHW" else spec.shape[1:3]
+    if not isinstance(height, int) or not isinstance(width, int):
+        raise ModelIntegrityError(f"input {spec.describe()} has a dynamic size and the model names none; "
+                                  "give preprocess.input_size in a manifest (edgerun models import)")
+    return height, width
+
+
+def default_preprocess(spec: TensorSpec, layout: str, task: str) -> Preprocess:
+    """A file without a manifest: letterbox (detection) or stretch, pixels scaled to [0, 1], or to
+    exactly the range a quantised input represents."""
+    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    q = spec.quantization
+    if q is not None and spec.dtype.kind in "iu":
+        info = np.iinfo(spec.dtype)
+        low, high = q.scale * (info.min - q.zero_point), q.scale * (info.max - q.zero_point)
+        mean, std = (-low / (high - low),) * 3, (1.0 / (high - low),) * 3
+    resize = "letterbox" if task == "detection" else "stretch"
+    return Preprocess(resize=resize, input_size=_spatial_size(spec, layout), mean=mean, std=std,  # type: ignore[arg-type]
+                      pad_value=114 if resize == "letterbox" else 0)
+
+
+def real_outputs(specs: Sequence[TensorSpec], outputs: Mapping[str, np.ndarray]
+                 ) -> list[tuple[str, np.ndarray]]:
+    """(name, float32 values) per output in spec order; quantised outputs dequantised through their spec."""
+    real = []
+    for spec in specs:
+        value = outputs[spec.name]
+        if spec.quantization is not None and value.dtype.kind in "iu":
+            value = img.dequantize(value, spec.quantization)
+        real.append((spec.name, value.astype(np.float32, copy=False)))
+    return real
+
+
 class Predictor:
     """Runs a model package's task end to end: ``predict(image) -> result``."""
 
     def __init__(self, package: ModelPackage, session: Session, selection: Selection | None = None,
                  image_budget: img.ImageBudget | None = None):
-        if package.task not in ("classification", "detection") or package.preprocess is None:
+        self.task = task_from_outputs(session.output_specs) if package.task == "auto" else package.task
+        if self.task not in ("classification", "detection"):
             raise InvalidInputError(
-                f"model {package.name} has task {package.task!r} and no image pipeline; "
-                "use session.infer with raw tensors"
+                f"model {package.name} has task {package.task!r} and no image pipeline; give --task "
+                "detection or classification, or use session.infer with raw tensors"
             )
         self.package = package
         self.session = session
@@ -104,7 +149,11 @@ class Predictor:
         self._input = _image_input(session)
         layout = selection.artifact.layout if selection else None
         self.layout = layout or ("NCHW" if self._input.shape[1] == 3 else "NHWC")
-        self._anchors: np.ndarray | None = None
+        self.pre = package.preprocess or default_preprocess(self._input, self.layout, self.task)
+        self.decoder = None
+        if self.task == "detection":
+            self.decoder = Decoder.from_postprocess(package.postprocess, session.output_specs, package.labels,
+                                                    f"model {package.name} postprocess")
         self.image_budget = image_budget or img.ImageBudget.from_settings(Settings.from_env())
 
     @classmethod
@@ -120,13 +169,12 @@ class Predictor:
 
     def preprocess(self, image: img.Picture) -> tuple[Tensors, img.Geometry]:
         """Decoded RGB image (array or Pillow) -> the model input tensor and the geometry to map back."""
-        pre = self.package.preprocess
-        assert pre is not None
+        pre = self.pre
         height, width = pre.input_size
         if pre.resize == "crop":
             fitted, geometry = img.resize_crop(image, pre.resize_to or height, height, width)
         elif pre.resize == "letterbox":
-            fitted, geometry = img.letterbox(image, height, width)
+            fitted, geometry = img.letterbox(image, height, width, pre.pad_value)
         else:
             fitted, geometry = img.stretch(image, height, width)
         if pre.color == "BGR":
@@ -140,14 +188,8 @@ class Predictor:
             return img.quantize(tensor, spec.quantization, spec.dtype)
         return tensor.astype(spec.dtype, copy=False)
 
-    def _real_outputs(self, outputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        real = []
-        for spec in self.session.output_specs:
-            value = outputs[spec.name]
-            if spec.quantization is not None and value.dtype.kind in "iu":
-                value = img.dequantize(value, spec.quantization)
-            real.append(value.astype(np.float32, copy=False))
-        return real
+    def _real_outputs(self, outputs: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+        return real_outputs(self.session.output_specs, outputs)
 
     def predict(self, image: img.ImageInput, top_k: int | None = None) -> Result:
         """Decode, pre-process, infer and post-process one image."""
@@ -163,7 +205,7 @@ class Predictor:
         timings["infer"] = _since(start)
         start = time.perf_counter()
         real = self._real_outputs(outputs)
-        if self.package.task == "classification":
+        if self.task == "classification":
             result: Result = ClassificationResult(
                 self.package.name, self.backend_name, self._classify(real, top_k), timings)
         else:
@@ -173,40 +215,17 @@ class Predictor:
         timings["postprocess"] = _since(start)
         return result
 
-    def _classify(self, outputs: list[np.ndarray], k: int | None) -> list[Classification]:
+    def _classify(self, outputs: list[tuple[str, np.ndarray]], k: int | None) -> list[Classification]:
         post = self.package.postprocess
-        scores = outputs[0].reshape(-1)
+        scores = outputs[0][1].reshape(-1)
         if post.get("kind", "softmax") == "softmax":
             scores = softmax(scores)
         return top_k(scores, k or int(post.get("top_k", 5)), self.package.labels)
 
-    def _detect(self, outputs: list[np.ndarray], geometry: img.Geometry, width: int, height: int
+    def _detect(self, outputs: list[tuple[str, np.ndarray]], geometry: img.Geometry, width: int, height: int
                 ) -> list[Detection]:
-        post = self.package.postprocess
-        if post.get("kind") != "blazeface":
-            raise ModelIntegrityError(
-                f"model {self.package.name}: unknown detection decoder {post.get('kind')!r}; "
-                "known: blazeface")
-        size = self.package.preprocess.input_size[0] if self.package.preprocess else 128
-        if self._anchors is None:
-            self._anchors = ssd_anchors(size, post.get("strides", (8, 16, 16, 16)),
-                                        float(post.get("anchor_offset", 0.5)))
-        logits = next(o for o in outputs if o.shape[-1] == 1)
-        regressors = next(o for o in outputs if o.shape[-1] != 1)
-        boxes, scores, keypoints = decode_blazeface(
-            regressors, logits, self._anchors, size, float(post.get("score_threshold", 0.5)))
-        groups = nms(boxes, scores, float(post.get("iou_threshold", 0.3)))
-        weighted = post.get("nms", "weighted") == "weighted"
-        boxes = geometry.to_source(merge_groups(boxes, scores, groups, weighted))
-        keypoints = geometry.to_source(merge_groups(keypoints, scores, groups, weighted))
-        limits = np.array([width, height, width, height], dtype=np.float32)
-        boxes = np.clip(boxes, 0, limits)
-        label = self.package.labels[0] if self.package.labels else "object"
-        return [
-            Detection(tuple(round(float(v), 1) for v in box), round(float(scores[g[0]]), 4), label,  # type: ignore[arg-type]
-                      tuple((round(float(x), 1), round(float(y), 1)) for x, y in kp.reshape(-1, 2)))
-            for box, kp, g in zip(boxes, keypoints, groups, strict=True)
-        ]
+        assert self.decoder is not None
+        return self.decoder(outputs, self.pre.input_size, geometry, width, height)
 
     def close(self) -> None:
         self.session.close()

@@ -17,6 +17,7 @@ MANIFEST = "manifest.json"
 BUILTIN_MODELS = Path(__file__).parent / "models"
 DEFAULT_CLASSIFIER = "mobilenet_v2"
 DEFAULT_DETECTOR = "blazeface"
+DEFAULT_OBJECT_DETECTOR = "coco_detector"  # --task detect; none shipped (no redistributable COCO weights)
 FORMATS_BY_SUFFIX = {".onnx": "onnx", ".tflite": "tflite", ".engine": "tensorrt", ".plan": "tensorrt",
                      ".param": "ncnn", ".xml": "openvino", ".rknn": "rknn"}
 EDGETPU_SUFFIX = "_edgetpu.tflite"  # compiled by edgetpu_compiler: format "edgetpu"
@@ -38,6 +39,7 @@ class Preprocess:
     input_size: tuple[int, int] = (224, 224)
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    pad_value: int = 0  # letterbox border colour (Ultralytics: 114)
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ def _preprocess(spec: Any) -> Preprocess | None:
     if spec is None:
         return None
     return Preprocess(color=spec.color, resize=spec.resize, resize_to=spec.resize_to,
-                      input_size=tuple(spec.input_size), mean=tuple(spec.mean), std=tuple(spec.std))
+                      input_size=tuple(spec.input_size), mean=tuple(spec.mean), std=tuple(spec.std),
+                      pad_value=spec.pad_value)
 
 
 def _artifact(paths: Mapping[str, Path], index: int, spec: Any) -> Artifact:
@@ -170,14 +173,26 @@ def load_package(root: Path) -> ModelPackage:
     )
 
 
-def package_from_file(path: Path) -> ModelPackage:
-    """A bare model file as a 'raw' package: no pipeline, no checksum to verify."""
+def package_from_file(path: Path, task: str | None = None) -> ModelPackage:
+    """A bare model file: its own metadata (Ultralytics, TFLite label files) gives the pipeline, else
+    'raw' (no pipeline) unless ``task`` says otherwise ('auto': decided from the outputs at load)."""
+    from .modelmeta import YOLO_PAD_VALUE, hints_from_file
+
     fmt = "edgetpu" if path.name.endswith(EDGETPU_SUFFIX) else FORMATS_BY_SUFFIX.get(path.suffix.lower())
     if fmt is None:
         raise ModelNotFoundError(
             f"{path.name}: unknown model file type; known: {', '.join(FORMATS_BY_SUFFIX)}"
         )
-    return ModelPackage(name=path.stem, root=path.parent, task="raw",
+    hints = hints_from_file(path)
+    chosen = hints.task if task in (None, "auto") and hints.task else (task or "raw")
+    preprocess = None
+    if hints.input_size is not None and chosen != "raw":
+        size = hints.input_size
+        preprocess = Preprocess(resize=hints.resize, input_size=size, pad_value=YOLO_PAD_VALUE,
+                                resize_to=size[0] if hints.resize == "crop" else None)
+    postprocess = hints.postprocess if chosen == hints.task else {}
+    return ModelPackage(name=path.stem, root=path.parent, task=chosen, description=hints.description,
+                        labels=hints.labels, preprocess=preprocess, postprocess=postprocess,
                         artifacts=(Artifact(fmt, path.resolve(), None),))
 
 
@@ -206,8 +221,9 @@ class ModelRepository:
     def packages(self) -> list[ModelPackage]:
         return [load_package(folder) for folder in self._candidates().values()]
 
-    def get(self, name_or_path: str | Path) -> ModelPackage:
-        """A package by name (in the repository) or by path (a package folder or a model file)."""
+    def get(self, name_or_path: str | Path, task: str | None = None) -> ModelPackage:
+        """A package by name (in the repository) or by path (a package folder or a model file);
+        ``task`` applies to bare model files only (see package_from_file)."""
         text = str(name_or_path)
         if _NAME.match(text) and ".." not in text:
             folder = self._candidates().get(text)
@@ -217,7 +233,7 @@ class ModelRepository:
         if path.is_dir():
             return load_package(path)
         if path.is_file():
-            return package_from_file(path)
+            return package_from_file(path, task)
         raise ModelNotFoundError(
             f"no model named or at {text!r}; known models: {', '.join(self.names()) or 'none'}"
         )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgerun.backends.base import LoadOptions
-from edgerun.camera.annotate import BOX_COLOR, draw_result
+from edgerun.camera.annotate import class_color, draw_result
 from edgerun.camera.capture import cv2_module
 from edgerun.cli import main
 from edgerun.config import Settings
@@ -53,7 +53,7 @@ def test_run_writes_annotated_video_and_one_json_line_per_frame(clip: Path, tmp_
     assert ok and count == 2 * CLIP_FPS and frame.shape == (256, 256, 3)
     x0, y0, x1, y1 = (round(v) for v in expected.detections[0].box)
     rows = frame[y1 - 3:y1 + 3, x0 + 5:x1 - 5].astype(int)  # around the box's bottom edge: a green row
-    assert min(np.median(np.abs(row - BOX_COLOR).sum(axis=1)) for row in rows) < 90
+    assert min(np.median(np.abs(row - class_color(0)).sum(axis=1)) for row in rows) < 90
 
 
 def test_run_on_an_image_glob_writes_jpeg_frames(tmp_path: Path,

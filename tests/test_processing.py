@@ -11,7 +11,8 @@ from PIL import Image
 from edgerun.errors import ImageDecodeError
 from edgerun.processing import image as img
 from edgerun.processing.classify import softmax, top_k
-from edgerun.processing.detect import decode_blazeface, iou, merge_groups, nms, ssd_anchors
+from edgerun.processing.decoders.blazeface import decode_blazeface, ssd_anchors
+from edgerun.processing.detect import iou, merge_groups, nms
 from edgerun.types import Quantization
 
 from .helpers import SAMPLES

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..predictor import Result
+from ..predictor import ClassificationResult, Result
+from ..processing.detect import keep_detections
 from .annotate import draw_result, encode_jpeg
 from .capture import Capture, cv2_module
 from .pump import ENDED, RUNNING, Frame, FramePump, RateMeter, Slot
@@ -22,6 +24,23 @@ log = logging.getLogger(__name__)
 Infer = Callable[[np.ndarray], Result]   # RGB uint8 frame -> a Predictor result
 DEGRADED = "degraded"
 EWMA_ALPHA = 0.1
+
+
+def filtered(infer: Infer, labels: Collection[str] | None = None, min_score: float = 0.0) -> Infer:
+    """``infer`` keeping only detections (or top classes) with one of ``labels`` and >= ``min_score``."""
+    if not labels and min_score <= 0.0:
+        return infer
+    wanted = set(labels or ())
+
+    def run(rgb: np.ndarray) -> Result:
+        result = infer(rgb)
+        if isinstance(result, ClassificationResult):
+            classes = [c for c in result.classes
+                       if c.score >= min_score and (not wanted or c.label in wanted)]
+            return dataclasses.replace(result, classes=classes)
+        return dataclasses.replace(result, detections=keep_detections(result.detections, wanted, min_score))
+
+    return run
 
 
 def to_rgb(bgr: np.ndarray) -> np.ndarray:

@@ -26,13 +26,35 @@ def _print_result(result: Any) -> None:
     print(f"timings (ms): {stages}")
 
 
+TASKS = {"classify": "classification", "detect": "detection"}
+
+
+def _model_for(args: argparse.Namespace, repository: Any) -> str:
+    """--model, else the task's built-in model; a clear error when that one is not installed."""
+    from ..errors import ModelNotFoundError
+    from ..repository import DEFAULT_CLASSIFIER, DEFAULT_OBJECT_DETECTOR
+
+    if args.model is not None:
+        return str(args.model)
+    if args.task != "detect":
+        return DEFAULT_CLASSIFIER
+    if DEFAULT_OBJECT_DETECTOR not in repository.names():
+        raise ModelNotFoundError(
+            f"--task detect needs the general object detector {DEFAULT_OBJECT_DETECTOR!r}, which is not "
+            "installed (edgerun ships no COCO detector: no redistributable weights); pass --model with a "
+            "detector file such as an Ultralytics yolov8n.onnx, or a package from `edgerun models import`")
+    return DEFAULT_OBJECT_DETECTOR
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..backends.base import LoadOptions
     from ..predictor import Predictor
 
     settings = settings_from(args)
-    with Predictor.open(args.model, backend=args.backend, settings=settings,
-                        repository=repository_from(settings),
+    repository = repository_from(settings)
+    task = TASKS[args.task] if args.task else "auto"
+    with Predictor.open(_model_for(args, repository), backend=args.backend, settings=settings,
+                        repository=repository, task=task,
                         options=LoadOptions(threads=settings.threads)) as predictor:
         result = predictor.predict(args.image, top_k=args.top_k)
     print_json(result.to_dict()) if args.json else _print_result(result)
@@ -42,7 +64,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
     predict = commands.add_parser("predict", parents=[common], help="run a model on one image")
     predict.add_argument("image", help="image file (PNG, JPEG, ...)")
-    predict.add_argument("--model", default=None, help="model name or path (default: mobilenet_v2)")
+    predict.add_argument("--model", default=None,
+                         help="model name, package folder or model file (default: the --task's built-in)")
+    predict.add_argument("--task", choices=sorted(TASKS), default=None,
+                         help="classify (default model mobilenet_v2) or detect (a COCO detector); for a bare "
+                              "model file without metadata it picks the pipeline")
     predict.add_argument("--backend", default=None, help="force a backend (see `edgerun backends`)")
     predict.add_argument("--top-k", type=positive_int, default=None, help="classes to show (classification)")
     predict.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the runtime")

@@ -14,6 +14,25 @@ from ..repository import DEFAULT_DETECTOR
 from .argtypes import positive_float, positive_int
 
 
+def label_list(text: str) -> list[str]:
+    """'person, car' -> ['person', 'car']; an empty list is refused."""
+    labels = [part.strip() for part in text.split(",") if part.strip()]
+    if not labels:
+        raise argparse.ArgumentTypeError("give one or more labels separated by commas")
+    return labels
+
+
+def unit_interval(text: str) -> float:
+    """A score between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {text}")
+    return value
+
+
 def _sinks(args: argparse.Namespace, fps: float | None) -> list[Any]:
     from ..camera.sinks import JsonLinesSink, output_sink
 
@@ -70,7 +89,7 @@ def run_local(args: argparse.Namespace) -> int:
 
     from ..backends.base import LoadOptions
     from ..camera.capture import OpenOptions, open_capture
-    from ..camera.pipeline import PipelineOptions, StreamPipeline
+    from ..camera.pipeline import PipelineOptions, StreamPipeline, filtered
     from ..camera.pump import FramePump
     from ..camera.uri import parse_source
     from ..predictor import Predictor
@@ -82,13 +101,14 @@ def run_local(args: argparse.Namespace) -> int:
     options = OpenOptions(args.open_timeout, args.open_timeout, settings.host_root)
     lossless = not spec.live and not args.realtime
     with Predictor.open(args.model or DEFAULT_DETECTOR, backend=args.backend, settings=settings,
-                        repository=repository_from(settings),
+                        repository=repository_from(settings), task="auto",
                         options=LoadOptions(threads=settings.threads)) as predictor:
         capture = open_capture(spec, options)
         sinks = _sinks(args, capture.fps)
         pump = FramePump(lambda: open_capture(spec, options), "run", lossless=lossless,
                          pace=args.realtime and not spec.live, loop=args.loop)
-        pipeline = StreamPipeline(pump, predictor.predict, sinks=sinks, options=PipelineOptions(
+        infer = filtered(predictor.predict, args.labels, args.min_score)
+        pipeline = StreamPipeline(pump, infer, sinks=sinks, options=PipelineOptions(
             max_fps=args.max_fps, max_frames=args.max_frames, lossless=lossless))
         started = time.monotonic()
         _stop_on_sigterm()
@@ -111,7 +131,8 @@ def run_served(args: argparse.Namespace) -> int:
     if args.output is not None or args.json_lines is not None or args.max_frames is not None:
         raise InvalidInputError("--serve shows the stream at http://HOST:PORT/ and /v1/streams; "
                                 "--output, --json-lines and --max-frames are for runs without --serve")
-    options: dict[str, Any] = {"loop": args.loop, "realtime": True, "open_timeout_s": args.open_timeout}
+    options: dict[str, Any] = {"loop": args.loop, "realtime": True, "open_timeout_s": args.open_timeout,
+                               "labels": args.labels, "min_score": args.min_score}
     if args.max_fps:
         options["max_fps"] = args.max_fps
     model = args.model or DEFAULT_DETECTOR
@@ -152,6 +173,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", help="files and folders: start again at the end")
     parser.add_argument("--open-timeout", type=positive_float, default=5.0, metavar="SECONDS",
                         help="open and read timeout for network sources (default 5)")
+    parser.add_argument("--labels", type=label_list, default=None, metavar="A,B",
+                        help="keep only detections (or classes) with these labels, e.g. person,car")
+    parser.add_argument("--min-score", type=unit_interval, default=0.0, metavar="S",
+                        help="keep only detections scoring at least S (0..1)")
     parser.add_argument("--serve", action="store_true",
                         help="serve the stream live (web page at /, MJPEG, SSE) instead of writing files")
     parser.add_argument("--host", default="127.0.0.1", help="with --serve: address to bind")

@@ -139,6 +139,10 @@ class StreamOptions(BaseModel):
     read_timeout_s: float = Field(default=5.0, gt=0, le=60,
                                   description="a stalled source reconnects after this")
     jpeg_quality: int = Field(default=80, ge=10, le=100, description="of the annotated MJPEG frames")
+    labels: list[str] | None = Field(default=None, max_length=1000,
+                                     description="keep only detections (or classes) with these labels")
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0,
+                             description="keep only results scoring at least this")
 
 
 @config_dataclass(frozen=True, config=STRICT)

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..camera.capture import Capture, OpenOptions, open_capture
-from ..camera.pipeline import DEGRADED, Infer, PipelineOptions, StreamPipeline
+from ..camera.pipeline import DEGRADED, Infer, PipelineOptions, StreamPipeline, filtered
 from ..camera.pump import ENDED, RUNNING, STOPPED, Backoff, FramePump
 from ..camera.sinks import Sink, output_sink
 from ..camera.uri import SourceSpec, parse_source
@@ -111,8 +111,9 @@ class Stream:
         pump = FramePump(lambda: open_capture(spec, host_options), f"stream-{stream_id}",
                          pace=finite and options.realtime, lossless=finite and not options.realtime,
                          loop=options.loop, backoff=Backoff(0.5, 30.0))
+        kept = filtered(infer, options.labels, options.min_score)
         self.pipeline = StreamPipeline(
-            pump, infer, PipelineOptions(max_fps=options.max_fps, jpeg_quality=options.jpeg_quality,
+            pump, kept, PipelineOptions(max_fps=options.max_fps, jpeg_quality=options.jpeg_quality,
                                          lossless=finite and not options.realtime), stream_id=stream_id,
             sinks=sinks,
             on_event=self.events.publish, on_jpeg=self._jpeg, wants_jpeg=lambda: self.frames.active)

@@ -127,6 +127,7 @@ class Detection(BaseModel):
     score: float
     label: str
     keypoints: list[list[float]]
+    class_id: int = Field(0, description="index of the label in the model's labels")
 
 
 class ClassScore(BaseModel):
