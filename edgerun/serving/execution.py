@@ -114,6 +114,11 @@ class ModelRunner:
         self._batcher: DynamicBatcher | None = None
         self._closed = False
         self._working: Callable[[], AbstractContextManager[object]] = working or nullcontext
+        self.input_specs_by_name = {spec.name: spec for spec in session.input_specs}
+        self.output_names = [spec.name for spec in session.output_specs]
+        self._stages = {stage: metrics.stage_seconds.labels(self.name, stage)
+                        for stage in ("decode", "queue", "infer", "encode")}
+        self._batch_sizes = metrics.batch_size.labels(self.name)
 
     @property
     def platform(self) -> str:
@@ -134,7 +139,7 @@ class ModelRunner:
         if self.config.dynamic_batching:
             self._batcher = DynamicBatcher(
                 self._execute, self.max_batch_size, self.config.max_queue_delay_us / 1e6,
-                slots=self.workers, on_batch=self._metrics.batch_size.labels(self.name).observe)
+                slots=self.workers, on_batch=self._batch_sizes.observe)
             self._batcher.start()
 
     def _infer_now(self, inputs: Tensors) -> Tensors:
@@ -142,7 +147,7 @@ class ModelRunner:
         outputs = self.session.infer(inputs)
         elapsed = time.perf_counter_ns() - start
         self.stats.execution_done(max(batch_rows(inputs), 1), elapsed)
-        self._metrics.stage_seconds.labels(self.name, "infer").observe(elapsed / 1e9)
+        self._stages["infer"].observe(elapsed / 1e9)
         return outputs
 
     def _tracked(self, function: Callable[[], T]) -> T:
@@ -162,12 +167,20 @@ class ModelRunner:
                                                    timeout_s)
         else:
             outputs, queue_ns = await self.call(lambda: self._infer_single(inputs), timeout_s)
-        self._metrics.stage_seconds.labels(self.name, "queue").observe(queue_ns / 1e9)
+        self._stages["queue"].observe(queue_ns / 1e9)
         return outputs, Timing(queue_ns, time.perf_counter_ns() - submitted - queue_ns)
+
+    def record_request(self, started_ns: int, decoded_ns: int, inferred_ns: int, timing: Timing) -> None:
+        """Statistics and stage metrics of a request that succeeded (now: its response is encoded)."""
+        done = time.perf_counter_ns()
+        self.stats.request_done(True, done - started_ns, timing.queue_ns, decoded_ns - started_ns,
+                                timing.infer_ns, done - inferred_ns)
+        self._stages["decode"].observe((decoded_ns - started_ns) / 1e9)
+        self._stages["encode"].observe((done - inferred_ns) / 1e9)
 
     def _infer_single(self, inputs: Tensors) -> Tensors:
         if self.max_batch_size and batch_rows(inputs) >= 1:
-            self._metrics.batch_size.labels(self.name).observe(batch_rows(inputs))
+            self._batch_sizes.observe(batch_rows(inputs))
         return self._infer_now(inputs)
 
     async def _batcher_submit(self, inputs: Tensors, ticket: Ticket) -> tuple[Tensors, int]:
