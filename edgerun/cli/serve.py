@@ -34,6 +34,8 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         changes["host"] = args.host
     if args.port is not None:
         changes["port"] = args.port
+    if args.grpc_port is not None:
+        changes["grpc_port"] = args.grpc_port
     if args.model:
         configured = {m.name: m for m in config.models}
         models = [model_config_from(text, "--model") for text in args.model]
@@ -72,6 +74,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                         help="model to serve (repeatable): a package name or a package folder/model file")
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--grpc-port", type=int, default=None,
+                        help="also serve KServe V2 over gRPC on this port (needs edgerun[grpc]; default off)")
     parser.add_argument("--config", type=Path, default=None,
                         help="JSON or TOML file: host, port, api_key, limits, per-model settings")
     parser.set_defaults(handler=cmd_serve)

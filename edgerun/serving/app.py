@@ -28,15 +28,29 @@ def _lifespan(service: Service) -> Any:
         # Start-up: the server answers at once (live; ready = 503) while models load and warm up;
         # Service.load_startup calls hooks.on_ready when every start-up model is ready.
         loading = asyncio.create_task(service.load_startup())
+        grpc = await start_grpc(app, service)
         try:
             yield
         finally:
+            if grpc is not None:
+                await grpc.stop(service.config.graceful_timeout_s)
             # Shutdown: uvicorn has stopped accepting and drained in-flight requests.
             service.begin_shutdown()
             await asyncio.gather(loading, return_exceptions=True)
             await service.close()
 
     return lifespan
+
+
+async def start_grpc(app: FastAPI, service: Service) -> Any:
+    """The KServe V2 gRPC front end when the config asks for one; its port in app.state.grpc_port."""
+    if service.config.grpc_port is None:
+        return None
+    from .grpc_v2 import GrpcFrontEnd
+
+    front_end = GrpcFrontEnd(service)
+    app.state.grpc_port = await front_end.start(service.config.host, service.config.grpc_port)
+    return front_end
 
 
 def _openapi(app: FastAPI) -> Any:

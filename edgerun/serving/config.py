@@ -45,6 +45,7 @@ class ServeConfig:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int | None = None         # KServe V2 gRPC front end (needs edgerun[grpc]); None: off
     models: tuple[ModelConfig, ...] = tuple(ModelConfig(n) for n in DEFAULT_MODELS)
     api_key: str | None = None           # also EDGERUN_API_KEY; None: no authentication
     max_body_bytes: int = 32 * 1024 * 1024
@@ -86,7 +87,7 @@ _MODEL_TYPES: dict[str, type] = {
     "max_batch_size": int, "dynamic_batching": bool, "max_queue_delay_us": int, "warmup": int,
 }
 _SERVE_TYPES: dict[str, type] = {
-    "host": str, "port": int, "api_key": str, "max_body_bytes": int,
+    "host": str, "port": int, "grpc_port": int, "api_key": str, "max_body_bytes": int,
     "request_timeout_s": float, "graceful_timeout_s": float, "access_log": bool,
     "max_streams": int,
 }
@@ -138,6 +139,7 @@ def validate_serve(config: ServeConfig) -> ServeConfig:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     checks = [
         (0 <= config.port <= 65535, "port must be in 0..65535"),
+        (config.grpc_port is None or 0 <= config.grpc_port <= 65535, "grpc_port must be in 0..65535"),
         (config.max_body_bytes >= 1024, "max_body_bytes must be >= 1024"),
         (0 <= config.max_streams <= 64, "max_streams must be in 0..64"),
         (config.request_timeout_s > 0, "request_timeout_s must be > 0"),
