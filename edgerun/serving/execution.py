@@ -7,7 +7,6 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,6 +23,7 @@ from .batching import DynamicBatcher, Ticket, batch_rows
 from .config import DEFAULT_INSTANCES, ModelConfig, ServeConfig, WorkingHook
 from .errors import ModelNotReadyError, RequestTimeoutError
 from .metrics import ModelStats, ServingMetrics
+from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class ModelRunner:
         self.stats = ModelStats(self.name, VERSION)
         self._metrics = metrics
         self._queue = metrics.queue_depth.labels(self.name)
-        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix=f"edgerun-{self.name}")
+        self._workers = WorkerPool(self.workers, f"edgerun-{self.name}")
         self._batcher: DynamicBatcher | None = None
         self._closed = False
         self._working: Callable[[], AbstractContextManager[object]] = working or nullcontext
@@ -156,8 +156,7 @@ class ModelRunner:
             return function()
 
     async def _execute(self, inputs: Tensors) -> Tensors:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._tracked, lambda: self._infer_now(inputs))
+        return await self._workers.run(lambda: self._tracked(lambda: self._infer_now(inputs)))
 
     async def infer(self, inputs: Tensors, timeout_s: float) -> tuple[Tensors, Timing]:
         """Run (or queue for batching) one request's tensors; RequestTimeoutError past ``timeout_s``."""
@@ -191,7 +190,6 @@ class ModelRunner:
         """Run ``function`` on this model's workers (one at a time unless thread-safe);
         returns its result and the ns it waited for a worker."""
         submitted = time.perf_counter_ns()
-        loop = asyncio.get_running_loop()
 
         async def on_workers(ticket: Ticket) -> tuple[T, int]:
             queued: list[int] = []
@@ -203,9 +201,10 @@ class ModelRunner:
                 return self._tracked(function)
 
             try:
-                result = await loop.run_in_executor(self._executor, job)
-            except RuntimeError as exc:  # the executor shut down under us (unload)
+                pending = self._workers.run(job)
+            except RuntimeError as exc:  # the workers shut down under us (unload)
                 raise ModelNotReadyError(f"model {self.name} was unloaded") from exc
+            result = await pending
             return result, queued[0]  # type: ignore[return-value]
 
         return await self._queued(on_workers, timeout_s)
@@ -229,7 +228,7 @@ class ModelRunner:
         self._closed = True
         if self._batcher is not None:
             await self._batcher.close()
-        await asyncio.to_thread(self._executor.shutdown, True)
+        await asyncio.to_thread(self._workers.shutdown)
         self.session.close()
         self._metrics.forget_model(self.name)
 
