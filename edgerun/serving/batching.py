@@ -60,9 +60,13 @@ Execute = Callable[[Tensors], Awaitable[Tensors]]
 
 
 class DynamicBatcher:
-    """Forms batches of at most ``max_rows`` rows, waiting at most ``max_delay_s`` for the first one.
+    """Forms batches of at most ``max_rows`` rows; ``execute`` runs one merged batch, up to ``slots``
+    batches at once.
 
-    ``execute`` runs one merged batch; up to ``slots`` batches run at once.
+    A free slot never sits idle while work waits: it waits (at most ``max_delay_s`` from the first
+    request's arrival) for a fuller batch only when no other batch is running, and it takes its
+    share of the waiting rows (split over the free slots) so that concurrent requests keep every
+    slot busy instead of piling into one batch while the other slots idle.
     """
 
     def __init__(self, execute: Execute, max_rows: int, max_delay_s: float, slots: int = 1,
@@ -71,6 +75,7 @@ class DynamicBatcher:
         self._max_rows = max_rows
         self._delay_ns = int(max_delay_s * 1e9)
         self._slots = asyncio.Semaphore(slots)
+        self._slot_count = slots
         self._on_batch = on_batch
         self._pending: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
@@ -114,7 +119,7 @@ class DynamicBatcher:
             await self._arrived.wait()
         first = self._pending[0]
         key = first.key
-        while self._rows_waiting(key) < self._max_rows:
+        while not self._running and self._rows_waiting(key) < self._max_rows:
             remaining = (first.arrived_ns + self._delay_ns - time.perf_counter_ns()) / 1e9
             if remaining <= 0:
                 break
@@ -123,16 +128,18 @@ class DynamicBatcher:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except asyncio.TimeoutError:
                 break
-        return self._take(key)
+        free = max(1, self._slot_count - len(self._running))
+        return self._take(key, min(self._max_rows, -(-self._rows_waiting(key) // free)))
 
-    def _take(self, key: tuple[object, ...]) -> list[_Pending]:
+    def _take(self, key: tuple[object, ...], limit: int | None = None) -> list[_Pending]:
+        limit = self._max_rows if limit is None else limit
         taken: list[_Pending] = []
         kept: deque[_Pending] = deque()
         rows = 0
         for item in self._pending:
             if item.future.done():
                 continue
-            if item.key == key and (not taken or rows + item.rows <= self._max_rows):
+            if item.key == key and (not taken or rows + item.rows <= limit):
                 taken.append(item)
                 rows += item.rows
             else:
