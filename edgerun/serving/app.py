@@ -18,7 +18,7 @@ from .image import image_router
 from .middleware import ServiceMiddleware
 from .service import Service
 from .streams import install_streams
-from .v2 import v2_router
+from .v2 import DirectInfer, v2_router
 from .web import web_router
 
 
@@ -87,11 +87,13 @@ def create_app(config: ServeConfig, hooks: LifecycleHooks | None = None) -> Fast
                               "and an image upload endpoint.")
     app.state.service = service
     install_error_handlers(app)
-    app.include_router(v2_router(service))
+    v2 = v2_router(service)
+    app.include_router(v2)
     app.include_router(image_router(service))
     app.include_router(web_router(service))
     install_streams(app, service)
     _metrics_route(app, service)
+    app.add_middleware(DirectInfer, service=service, routes=v2.routes)  # inside ServiceMiddleware
     app.add_middleware(ServiceMiddleware, service=service)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

@@ -10,6 +10,8 @@ import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import InvalidInputError
@@ -17,6 +19,7 @@ from . import dataplane, wire
 from .body import read_infer_body
 from .codec import HEADER_LENGTH, Buffer, DecodedRequest, decode_request, encode_response
 from .dataplane import InferResult, model_config, model_metadata
+from .errors import handled_error
 from .execution import ModelRunner
 from .service import Service
 
@@ -51,6 +54,50 @@ class DirectRoute(APIRoute):
             return response
 
         return handle
+
+
+class DirectInfer:
+    """ASGI middleware (inside ServiceMiddleware, so keys, limits, metrics and the access log still
+    apply): V2 infer requests go straight to :func:`run_inference`, skipping route matching and
+    Starlette's/FastAPI's per-request wrappers, which the profile showed as about a fifth of the
+    event loop's time per request. Everything else passes through."""
+
+    def __init__(self, app: ASGIApp, service: Service, routes: list[BaseRoute]) -> None:
+        self.app = app
+        self.service = service
+        self._routes = {getattr(r, "name", ""): r for r in routes}
+
+    def _match(self, scope: Scope) -> tuple[str, str | None, BaseRoute] | None:
+        """(model, version, route) of POST /v2/models/{m}[/versions/{v}]/infer, else None."""
+        if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+            return None
+        parts = scope["path"].split("/")
+        if len(parts) not in (5, 7) or parts[:3] != ["", "v2", "models"] or parts[-1] != "infer" \
+                or not all(parts[3:-1]):
+            return None
+        if len(parts) == 5:
+            return parts[3], None, self._routes["model_infer"]
+        return (parts[3], parts[5], self._routes["model_infer_version"]) if parts[4] == "versions" else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = self._match(scope)
+        if target is None:
+            await self.app(scope, receive, send)
+            return
+        name, version, route = target
+        scope["route"] = route
+        scope["path_params"] = {"model_name": name} if version is None else {
+            "model_name": name, "model_version": version}
+        request = Request(scope, receive, send)
+        try:
+            runner = self.service.runner(name, version)
+            response: Response = await run_inference(self.service, request, runner)
+        except Exception as exc:
+            handled = await handled_error(request, exc)
+            if handled is None:
+                raise
+            response = handled
+        await response(scope, receive, send)
 
 
 def encode_http(result: InferResult) -> Response:
