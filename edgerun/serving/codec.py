@@ -337,13 +337,15 @@ def encode_bytes_elements(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def binary_data(array: np.ndarray) -> bytes:
-    """Binary extension form of an output tensor."""
+def binary_data(array: np.ndarray) -> bytes | memoryview:
+    """Binary extension form of an output tensor: a byte view of the (contiguous, little-endian)
+    array itself when it already is one, so that the response body is its only copy."""
     if array.dtype == object or array.dtype.kind in "SU":
         return encode_bytes_elements(array)
     if array.dtype.kind == "b":
-        return np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        array = array.astype(np.uint8)
+    contiguous = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return memoryview(contiguous).cast("B") if contiguous.size else b""
 
 
 def encode_response(header: dict[str, object], outputs: Sequence[OutputTensor]) -> tuple[bytes, int | None]:

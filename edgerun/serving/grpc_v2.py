@@ -108,7 +108,7 @@ def encoder(service_pb2: Any) -> Callable[[InferResult], Any]:
         for out in result.outputs:
             response.outputs.add(name=out.name, datatype=to_v2_datatype(out.array.dtype),
                                  shape=[int(d) for d in out.array.shape])
-            response.raw_output_contents.append(binary_data(out.array))
+            response.raw_output_contents.append(bytes(binary_data(out.array)))
         return response
 
     return encode
