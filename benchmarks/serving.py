@@ -79,6 +79,7 @@ MODEL_FILE = REPO / "edgerun" / "models" / MODEL / f"{MODEL}.onnx"
 DEFAULT_MODELS = ("mobilenet_v2", "blazeface")
 SHAPES = {"mobilenet_v2": (1, 3, 224, 224), "blazeface": (1, 3, 128, 128)}
 START_TIMEOUT_S = 120.0
+CEILING_CONCURRENCY = 4   # edgerun serve at this concurrency is compared with the in-process ceiling
 
 
 # ---- the KServe peer (runs under the KServe venv: python serving.py --serve-kserve ...) ---------
@@ -531,41 +532,35 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
 
 
-Results = dict[tuple[str, str, int], list[Measurement]]
+Round = dict[str, Measurement]               # one run of each server, back to back
+Results = dict[tuple[str, int], list[Round]]  # (protocol, concurrency) -> rounds
 
 
-def usable(runs: list[Measurement], max_foreign: float) -> tuple[list[Measurement], str]:
-    """Runs on a quiet machine; all runs, flagged "busy", when none was quiet."""
-    quiet = [r for r in runs if r.foreign <= max_foreign]
-    return (quiet, "") if quiet else (runs, " (busy)")
+def usable(rounds: list[Round], max_foreign: float) -> tuple[list[Round], str]:
+    """Rounds in which every server's run had a quiet machine; all rounds, flagged, when none had."""
+    quiet = [r for r in rounds if all(m.foreign <= max_foreign for m in r.values())]
+    return (quiet, "") if quiet else (rounds, " (busy)")
 
 
 def print_table(results: Results, servers: list[str], args: argparse.Namespace) -> None:
-    print("\nmedian [min-max] over the runs kept; throughput infer/s, latency ms, CPU ms per inference")
+    print("\nmedian [min-max] over the rounds kept; throughput infer/s, latency ms, CPU ms per inference")
     print(f"{'proto':<5} {'c':>2} {'server':<8} {'kept':>4} {'throughput':>22} {'p50':>22} {'p99':>22} "
           f"{'cpu/inf':>20}")
-    for protocol in args.protocols:
-        for c in args.concurrency:
-            for name in servers:
-                runs, flag = usable(results.get((protocol, name, c), []), args.max_foreign)
-                cpu = [r.cpu_ms for r in runs if r.cpu_ms is not None]
-                throughput = spread([r.throughput for r in runs])
-                print(f"{protocol:<5} {c:>2} {name:<8} {len(runs):>4} {throughput:>22} "
-                      f"{spread([r.p50_ms for r in runs]):>22} {spread([r.p99_ms for r in runs]):>22} "
-                      f"{spread(cpu):>20}{flag}")
-            print_ratios(results, servers, protocol, c, args.max_foreign)
-
-
-def print_ratios(results: Results, servers: list[str], protocol: str, c: int, max_foreign: float) -> None:
-    mine, _ = usable(results.get((protocol, "edgerun", c), []), max_foreign)
-    for peer in servers[1:]:
-        theirs, _ = usable(results.get((protocol, peer, c), []), max_foreign)
-        if not mine or not theirs:
-            continue
-        median = statistics.median
-        throughput = median([r.throughput for r in mine]) / median([r.throughput for r in theirs])
-        p99 = median([r.p99_ms for r in mine]) / median([r.p99_ms for r in theirs])
-        print(f"{protocol:<5} {c:>2} edgerun/{peer}: throughput {throughput:.2f}x, p99 {p99:.2f}x")
+    for (protocol, c), all_rounds in results.items():
+        rounds, flag = usable(all_rounds, args.max_foreign)
+        for name in servers:
+            runs = [r[name] for r in rounds if name in r]
+            cpu = [m.cpu_ms for m in runs if m.cpu_ms is not None]
+            print(f"{protocol:<5} {c:>2} {name:<8} {len(runs):>4} {spread([m.throughput for m in runs]):>22} "
+                  f"{spread([m.p50_ms for m in runs]):>22} {spread([m.p99_ms for m in runs]):>22} "
+                  f"{spread(cpu):>20}{flag}")
+        for peer in servers[1:]:
+            pairs = [(r["edgerun"], r[peer]) for r in rounds if "edgerun" in r and peer in r]
+            if pairs:
+                throughput = spread([a.throughput / b.throughput for a, b in pairs])
+                p99 = spread([a.p99_ms / b.p99_ms for a, b in pairs])
+                print(f"{protocol:<5} {c:>2} edgerun/{peer} per round: throughput {throughput}, "
+                      f"p99 {p99}{flag}")
 
 
 def edgerun_load_options(config_file: Path | None) -> tuple[dict[str, Any], int]:
@@ -615,48 +610,56 @@ def benchmark(args: argparse.Namespace) -> None:
                   f"{len(server.pids())} process(es)", flush=True)
             servers.append(server)
         ready_rss = {s.name: rss_mb(s.pids()) for s in servers}
-        results = measure(servers, args, workdir)
+        results = measure(servers, args, workdir, options, instances)
         after_rss = {s.name: rss_mb(s.pids()) for s in servers}
         cold = {s.name: s.cold_start_s for s in servers}
-    ceiling = offline_throughput(options, instances, args.offline_s)
     names = [s.name for s in servers]
     print_table(results, names, args)
-    print_summary(names, ready_rss, after_rss, cold, ceiling, results, args)
+    print_summary(names, ready_rss, after_rss, cold, results, args)
 
 
 def print_summary(names: list[str], ready_rss: dict[str, float], after_rss: dict[str, float],
-                  cold: dict[str, float], ceiling: float, results: Results, args: argparse.Namespace) -> None:
+                  cold: dict[str, float], results: Results, args: argparse.Namespace) -> None:
     for name in names:
         print(f"{name:<8} RSS ready {ready_rss[name]:6.1f} MB, after the runs {after_rss[name]:6.1f} MB; "
               f"cold start {cold[name]:.2f} s")
     for peer in names[1:]:
         print(f"edgerun/{peer}: ready RSS {ready_rss['edgerun'] / ready_rss[peer]:.2f}x, "
               f"cold start {cold['edgerun'] / cold[peer]:.2f}x")
-    runs, _ = usable(results.get(("http", "edgerun", 4), []), args.max_foreign)
-    if runs:
-        served = statistics.median([r.throughput for r in runs])
-        print(f"offline in-process ceiling {ceiling:.1f} infer/s; edgerun serve at c=4 (http) "
-              f"{served:.1f} infer/s = {served / ceiling:.2f}x (target >= 0.9x)")
+    rounds, flag = usable(results.get(("http", CEILING_CONCURRENCY), []), args.max_foreign)
+    pairs = [(r["edgerun"].throughput, r["in-process"].throughput) for r in rounds if "in-process" in r]
+    if pairs:
+        print(f"edgerun serve at c={CEILING_CONCURRENCY} (http) / in-process ceiling of the same sessions "
+              f"({', '.join(f'{a:.1f}/{b:.1f}' for a, b in pairs)} infer/s): "
+              f"{spread([a / b for a, b in pairs])} (target >= 0.9){flag}")
 
 
-def measure(servers: list[Server], args: argparse.Namespace, workdir: Path) -> Results:
-    """Every (protocol, concurrency) cell, the servers in a rotating order each repeat."""
+def measure(servers: list[Server], args: argparse.Namespace, workdir: Path, options: dict[str, Any],
+            instances: int) -> Results:
+    """Every (protocol, concurrency) cell, the servers in a rotating order each repeat; after the
+    HTTP cell at CEILING_CONCURRENCY, the in-process ceiling of the same sessions."""
     results: Results = {}
     for repeat in range(args.repeats):
         for protocol in args.protocols:
             for c in args.concurrency:
                 shift = (repeat + c) % len(servers)
+                current: Round = {}
                 for server in servers[shift:] + servers[:shift]:
                     if protocol == "grpc" and server.grpc_port is None:
                         continue
                     m = perf_analyzer(server, c, protocol, args, workdir)
                     if m is None:
                         continue
-                    results.setdefault((protocol, server.name, c), []).append(m)
+                    current[server.name] = m
                     cpu = f"{m.cpu_ms:5.2f}" if m.cpu_ms is not None else "  n/a"
                     print(f"repeat {repeat + 1} {protocol:<4} c={c} {server.name:<8} "
                           f"{m.throughput:7.1f} infer/s  p50 {m.p50_ms:6.2f} ms  p99 {m.p99_ms:6.2f} ms  "
                           f"cpu/inf {cpu} ms  foreign {m.foreign:.2f} cores", flush=True)
+                results.setdefault((protocol, c), []).append(current)
+                if protocol == "http" and c == CEILING_CONCURRENCY and "edgerun" in current:
+                    ceiling = offline_throughput(options, instances, args.offline_s)
+                    current["in-process"] = Measurement(ceiling, 0.0, 0.0, None, current["edgerun"].foreign)
+                    print(f"repeat {repeat + 1} in-process ceiling {ceiling:7.1f} infer/s", flush=True)
     return results
 
 
