@@ -446,8 +446,9 @@ def inference_count(server: Server) -> int | None:
     return int(stats["model_stats"][0]["inference_count"])
 
 
-def offline_throughput(options: dict[str, Any], threads: int, seconds: float) -> float:
-    """Inferences/s of the same session called in-process by ``threads`` threads (the ceiling)."""
+def offline_throughput(options: dict[str, Any], threads: int, seconds: float) -> tuple[float, float]:
+    """(inferences/s, foreign cores) of the same session called in-process by ``threads`` threads:
+    the ceiling, with no HTTP and no load generator."""
     from concurrent.futures import ThreadPoolExecutor
 
     session = load_session(options)
@@ -462,10 +463,14 @@ def offline_throughput(options: dict[str, Any], threads: int, seconds: float) ->
             count += 1
         return count
 
+    (busy, steal), mine = machine_cpu_s(), resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         total = sum(pool.map(loop, range(threads)))
-    return total / (time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    (busy_after, steal_after), mine_after = machine_cpu_s(), resource.getrusage(resource.RUSAGE_SELF)
+    own = (mine_after.ru_utime + mine_after.ru_stime) - (mine.ru_utime + mine.ru_stime)
+    return total / wall, (max(0.0, busy_after - busy - own) + steal_after - steal) / wall
 
 
 # ---- perf_analyzer ---------------------------------------------------------------------------
@@ -477,6 +482,7 @@ class Measurement:
     p99_ms: float
     cpu_ms: float | None   # server CPU per inference
     foreign: float         # cores used by other processes (and steal) during the run
+    client_cores: float = 0.0  # cores perf_analyzer itself used
 
 
 def perf_analyzer_path() -> Path:
@@ -521,7 +527,7 @@ def perf_analyzer(server: Server, concurrency: int, protocol: str, args: argpars
     inferences = (count_after - count) if count is not None and count_after is not None else None
     return Measurement(float(row["Inferences/Second"]), float(row["p50 latency"]) / 1000,
                        float(row["p99 latency"]) / 1000, cpu * 1000 / inferences if inferences else None,
-                       foreign)
+                       foreign, client_s / wall)
 
 
 # ---- report ---------------------------------------------------------------------------------
@@ -654,12 +660,15 @@ def measure(servers: list[Server], args: argparse.Namespace, workdir: Path, opti
                     cpu = f"{m.cpu_ms:5.2f}" if m.cpu_ms is not None else "  n/a"
                     print(f"repeat {repeat + 1} {protocol:<4} c={c} {server.name:<8} "
                           f"{m.throughput:7.1f} infer/s  p50 {m.p50_ms:6.2f} ms  p99 {m.p99_ms:6.2f} ms  "
-                          f"cpu/inf {cpu} ms  foreign {m.foreign:.2f} cores", flush=True)
+                          f"cpu/inf {cpu} ms  foreign {m.foreign:.2f}  client {m.client_cores:.2f} cores",
+                          flush=True)
                 results.setdefault((protocol, c), []).append(current)
                 if protocol == "http" and c == CEILING_CONCURRENCY and "edgerun" in current:
-                    ceiling = offline_throughput(options, instances, args.offline_s)
-                    current["in-process"] = Measurement(ceiling, 0.0, 0.0, None, current["edgerun"].foreign)
-                    print(f"repeat {repeat + 1} in-process ceiling {ceiling:7.1f} infer/s", flush=True)
+                    ceiling, foreign = offline_throughput(options, instances, args.offline_s)
+                    current["in-process"] = Measurement(ceiling, 0.0, 0.0, None, foreign)
+                    print(f"repeat {repeat + 1} in-process ceiling {ceiling:7.1f} infer/s  foreign "
+                          f"{foreign:.2f} cores; perf_analyzer used {current['edgerun'].client_cores:.2f} "
+                          "cores against edgerun", flush=True)
     return results
 
 
