@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 
 from edgerun.backends.base import Tensors
-from edgerun.serving.batching import DynamicBatcher, Ticket
+from edgerun.serving.batching import EXPLORE_EVERY, DynamicBatcher, RowCost, Ticket
 
 GUARD_S = 20.0  # only a hang guard: every awaited step here completes at once when the policy holds
 
@@ -68,3 +68,18 @@ def test_a_free_slot_does_not_wait_for_a_fuller_batch_while_another_runs() -> No
         return recorder.sizes
 
     assert asyncio.run(scenario()) == [8, 1]
+
+
+def test_batch_size_follows_the_measured_cost_per_row() -> None:
+    cpu_like, accelerator_like = RowCost(), RowCost()
+    assert cpu_like.best_size(4) == 4  # nothing measured yet: try the share as it is
+    for cost in (cpu_like, accelerator_like):
+        cost.record(1, 6_000_000)
+    cpu_like.record(4, 4 * 6_800_000)          # batches cost more per row: run one by one
+    accelerator_like.record(4, 4 * 2_000_000)  # batches cost less per row: batch
+    picks = [cpu_like.best_size(4) for _ in range(EXPLORE_EVERY * 2)]
+    assert picks.count(1) == len(picks) - 2 and picks.count(4) == 2  # re-measured now and then
+    assert accelerator_like.best_size(4) == 4
+    assert accelerator_like.best_size(3) == 3  # size 3 unmeasured: measure it
+    accelerator_like.record(3, 3 * 1_500_000)
+    assert accelerator_like.best_size(4) == 3
