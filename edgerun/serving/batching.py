@@ -75,11 +75,14 @@ class RowCost:
         self._ns_per_row[rows] = per_row if old is None else old + (per_row - old) * 0.1
 
     def best_size(self, limit: int) -> int:
-        """The batch size, at most ``limit``, with the lowest known cost per row. ``limit`` itself
-        while it or batch size 1 is unmeasured, and every EXPLORE_EVERY-th batch (to re-measure)."""
+        """The batch size, at most ``limit``, with the lowest known cost per row: 1 until that is
+        measured, then ``limit`` itself while it is unmeasured and every EXPLORE_EVERY-th batch
+        (to re-measure it)."""
         self._batches += 1
         known = {n: ns for n, ns in self._ns_per_row.items() if n <= limit}
-        if limit not in known or 1 not in known or self._batches % EXPLORE_EVERY == 0:
+        if 1 not in known:
+            return 1
+        if limit not in known or self._batches % EXPLORE_EVERY == 0:
             return limit
         return min(known, key=lambda n: known[n])
 
