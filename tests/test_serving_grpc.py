@@ -160,3 +160,20 @@ def test_perf_analyzer_over_grpc_against_edgerun_serve() -> None:
         assert served and int(served.group(1)) > 0, output
     finally:
         server.stop()
+
+
+def test_grpc_port_from_the_config_file_and_the_command_line(tmp_path: Path) -> None:
+    from edgerun.cli import build_parser
+    from edgerun.cli.serve import build_config
+    from edgerun.errors import InvalidInputError
+    from edgerun.serving import load_config
+
+    config = tmp_path / "serve.json"
+    config.write_text('{"grpc_port": 8001}')
+    assert load_config(config).grpc_port == 8001
+    assert load_config(None).grpc_port is None  # off unless asked for
+    args = build_parser().parse_args(["serve", "--config", str(config), "--grpc-port", "9001"])
+    assert build_config(args).grpc_port == 9001
+    config.write_text('{"grpc_port": 70000}')
+    with pytest.raises(InvalidInputError, match="grpc_port must be in 0..65535"):
+        load_config(config)
