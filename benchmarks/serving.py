@@ -44,7 +44,7 @@ and ``python_backend_stubs/<X.Y>/triton_python_backend_stub`` for this Python, a
 its Python's libpython on LD_LIBRARY_PATH (sysconfig LIBDIR) and the Triton venv's bin first on
 PATH (the embedded interpreter finds its site-packages from the ``python3`` on PATH).
 
-Run (about 10 minutes with the defaults):
+Run (about 7 minutes with the defaults, 15 with --grpc):
     .venv/bin/python benchmarks/serving.py --triton-venv /tmp/triton-venv [--grpc] [--repeats 3]
         [--kserve-python /tmp/kserve-venv/bin/python]
 """
