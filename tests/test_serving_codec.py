@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from edgerun.errors import InvalidInputError
-from edgerun.serving.codec import OutputTensor, classification, decode_request, encode_response, json_data
+from edgerun.serving.body import aligned_buffer
+from edgerun.serving.codec import (
+    OutputTensor,
+    classification,
+    decode_request,
+    encode_response,
+    json_data,
+    parse_header,
+)
+from edgerun.serving.wire import InferRequest
 from edgerun.types import TensorSpec
 
 from .serving_helpers import V2_SAMPLES, binary_body
@@ -116,3 +125,44 @@ def test_truncated_and_oversized_binary_parts_are_rejected() -> None:
     element_says_ten_bytes = struct.pack("<I", 10) + b"abc"
     with pytest.raises(InvalidInputError, match="BYTES element of 10 bytes is truncated"):
         decode_request(header + element_says_ten_bytes, str(len(header)))
+
+
+@pytest.mark.parametrize("header", [
+    {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]},
+    {"id": "r1", "parameters": {"binary_data_output": True, "timeout": 5},
+     "inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}],
+     "outputs": [{"name": "y", "parameters": {"binary_data": True, "classification": 2}}, {"name": "z"}]},
+    {"inputs": [{"name": "x", "shape": [1.0, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}],
+     "unknown_field": 1},
+])
+def test_binary_headers_parse_without_pydantic_to_what_pydantic_gives(header: dict) -> None:
+    text = json.dumps(header).encode()
+    assert parse_header(text, binary=True).model_dump() == InferRequest.model_validate_json(text).model_dump()
+
+
+@pytest.mark.parametrize("header, message", [
+    (b'{"inputs": [{"name": "x", "shape": [-1], "datatype": "FP32"}]}', "greater than or equal to 0"),
+    (b'{"inputs": [{"name": 3, "shape": [1], "datatype": "FP32"}]}', "valid string"),
+    (b'{"id": 5, "inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}', "id: Input should be"),
+    (b'{"inputs": []}', "at least 1 item"),
+    (b'{"inputs": [', "invalid inference request"),
+])
+def test_binary_headers_out_of_the_plain_form_get_pydantic_errors(header: bytes, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        parse_header(header, binary=True)
+
+
+@pytest.mark.parametrize("header_length", [0, 1, 5, 173])
+def test_binary_tensors_decode_in_place_from_an_aligned_body(header_length: int) -> None:
+    array = np.arange(4, dtype=np.float64).reshape(1, 4)  # header length 0: raw, batch 1
+    header = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64",
+                                     "parameters": {"binary_data_size": array.nbytes}}]}).encode()
+    header = header.ljust(header_length) if header_length else b""
+    body = header + array.tobytes()
+    buffer = aligned_buffer(len(body), len(header))
+    buffer[:] = body
+    specs = (TensorSpec("x", (None, 4), np.dtype(np.float64)),)
+    decoded = decode_request(buffer, str(len(header)), specs).inputs["x"]
+    assert decoded.ctypes.data % 64 == 0
+    assert np.shares_memory(decoded, np.frombuffer(buffer, dtype=np.uint8))  # no copy
+    assert decoded.tolist() == array.tolist()

@@ -40,7 +40,8 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
 
     config = load_config(args.config, root=args.root or "/")
     changes: dict[str, Any] = {}
-    server = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    server = {key: value for key, value in (("host", args.host), ("port", args.port),
+                                                      ("grpc_port", args.grpc_port)) if value is not None}
     if server:
         changes["server"] = {**dataclasses.asdict(config.server), **server}  # validated as a ServerConfig
     if args.model:
@@ -82,6 +83,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=port_number, default=None,
                         help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--grpc-port", type=port_number, default=None,
+                        help="also serve KServe V2 over gRPC on this port (needs edgerun[grpc]; default off)")
     parser.add_argument("--config", type=Path, default=None, metavar="FILE",
                         help="YAML, TOML or JSON configuration (default: $EDGERUN_CONFIG, else "
                              "/etc/edgerun/config.yaml when present); see `edgerun config schema`")

@@ -20,7 +20,7 @@ from .middleware import ServiceMiddleware, document_refusals
 from .service import Service
 from .streams import install_streams
 from .telemetry import install_telemetry
-from .v2 import v2_router
+from .v2 import DirectInfer, v2_router
 from .web import web_router
 
 
@@ -30,15 +30,29 @@ def _lifespan(service: Service) -> Any:
         # Start-up: the server answers at once (live; ready = 503) while models load and warm up;
         # Service.load_startup calls hooks.on_ready when every start-up model is ready.
         loading = asyncio.create_task(service.load_startup())
+        grpc = await start_grpc(app, service)
         try:
             yield
         finally:
+            if grpc is not None:
+                await grpc.stop(service.config.graceful_timeout_s)
             # Shutdown: uvicorn has stopped accepting and drained in-flight requests.
             service.begin_shutdown()
             await asyncio.gather(loading, return_exceptions=True)
             await service.close()
 
     return lifespan
+
+
+async def start_grpc(app: FastAPI, service: Service) -> Any:
+    """The KServe V2 gRPC front end when the config asks for one; its port in app.state.grpc_port."""
+    if service.config.grpc_port is None:
+        return None
+    from .grpc_v2 import GrpcFrontEnd
+
+    front_end = GrpcFrontEnd(service)
+    app.state.grpc_port = await front_end.start(service.config.host, service.config.grpc_port)
+    return front_end
 
 
 def _openapi(app: FastAPI) -> Any:
@@ -78,12 +92,14 @@ def create_app(config: ServeConfig, hooks: LifecycleHooks | None = None) -> Fast
     app.state.service = service
     install_error_handlers(app)
     install_docs(app)
-    app.include_router(v2_router(service))
+    v2 = v2_router(service)
+    app.include_router(v2)
     app.include_router(image_router(service))
     app.include_router(web_router(service))
     install_streams(app, service)
     install_telemetry(app, service)
     _metrics_route(app, service)
+    app.add_middleware(DirectInfer, service=service, routes=v2.routes)  # inside ServiceMiddleware
     app.add_middleware(ServiceMiddleware, service=service)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

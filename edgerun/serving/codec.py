@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from ..errors import InvalidInputError
 from ..types import TensorSpec, check_shape, from_v2_datatype, to_v2_datatype
-from .wire import InferRequest, RequestInput
+from .wire import InferRequest, RequestInput, RequestOutput
 
 HEADER_LENGTH = "inference-header-content-length"
 _LENGTH = struct.Struct("<I")
@@ -158,10 +158,13 @@ def tensor_from_binary(name: str, datatype: str, shape: Sequence[int], raw: memo
     return array if array.flags.aligned else array.copy()
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+Buffer = bytes | bytearray | memoryview
+
+
+def split_body(body: Buffer, header_length: str | None) -> tuple[bytes, memoryview]:
     """(JSON header, binary part) of a request body; plain JSON when the header is absent."""
     if header_length is None:
-        return body, memoryview(b"")
+        return bytes(body), memoryview(b"")
     try:
         length = int(header_length)
     except ValueError:
@@ -174,12 +177,61 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvie
     return bytes(view[:length]), view[length:]
 
 
-def parse_header(header: bytes) -> InferRequest:
-    """Validate the JSON part of an inference request."""
+def parse_header(header: bytes, binary: bool = False) -> InferRequest:
+    """Validate the JSON part of an inference request. A binary-extension header in the common
+    form is checked by hand (no pydantic per request); anything else goes through pydantic."""
+    if binary:
+        request = _plain_binary_header(header)
+        if request is not None:
+            return request
     try:
         return InferRequest.model_validate_json(header)
     except ValidationError as exc:
         raise InvalidInputError("invalid inference request: " + validation_summary(exc)) from None
+
+
+def _parameters(value: object) -> bool:
+    return value is None or type(value) is dict
+
+
+def _plain_input(item: object) -> RequestInput | None:
+    """A binary input entry built without validation when it is plainly valid, else None."""
+    if type(item) is not dict or "data" in item:
+        return None
+    name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
+    parameters = item.get("parameters")
+    if type(name) is not str or type(datatype) is not str or type(shape) is not list \
+            or not _parameters(parameters) or not all(type(d) is int and d >= 0 for d in shape):
+        return None
+    return RequestInput.model_construct(name=name, shape=shape, datatype=datatype, parameters=parameters,
+                                        data=None)
+
+
+def _plain_output(item: object) -> RequestOutput | None:
+    if type(item) is not dict or type(item.get("name")) is not str or not _parameters(item.get("parameters")):
+        return None
+    return RequestOutput.model_construct(name=item["name"], parameters=item.get("parameters"))
+
+
+def _plain_binary_header(header: bytes) -> InferRequest | None:
+    """The request when every field has exactly the type the schema wants (what pydantic would
+    accept unchanged); None sends the header through pydantic for the same result or its error."""
+    try:
+        data = json.loads(header)
+    except ValueError:
+        return None
+    if type(data) is not dict or type(data.get("inputs")) is not list or not data["inputs"]:
+        return None
+    request_id, parameters, outputs = data.get("id"), data.get("parameters"), data.get("outputs")
+    if not (request_id is None or type(request_id) is str) or not _parameters(parameters) \
+            or not (outputs is None or type(outputs) is list):
+        return None
+    inputs = [_plain_input(item) for item in data["inputs"]]
+    requested = None if outputs is None else [_plain_output(item) for item in outputs]
+    if any(i is None for i in inputs) or (requested is not None and any(o is None for o in requested)):
+        return None
+    return InferRequest.model_construct(id=request_id, parameters=parameters, inputs=inputs,
+                                        outputs=requested)
 
 
 def validation_summary(exc: ValidationError) -> str:
@@ -242,7 +294,7 @@ def raw_shape(spec: TensorSpec, nbytes: int) -> list[int]:
     return [fill if d is None else d for d in dims]
 
 
-def decode_request(body: bytes, header_length: str | None,
+def decode_request(body: Buffer, header_length: str | None,
                    inputs: Sequence[TensorSpec] = ()) -> DecodedRequest:
     """Decode a JSON or binary-extension request body; ``inputs`` are needed for raw binary bodies."""
     header, binary = split_body(body, header_length)
@@ -256,7 +308,7 @@ def decode_request(body: bytes, header_length: str | None,
                             parameters={"binary_data_size": len(binary)}, data=None)
         request = InferRequest(inputs=[item], parameters={"binary_data_output": True})
         return DecodedRequest(request, decode_inputs(request, binary), raw_binary=True)
-    request = parse_header(header)
+    request = parse_header(header, binary=header_length is not None)
     return DecodedRequest(request, decode_inputs(request, binary))
 
 
@@ -286,13 +338,15 @@ def encode_bytes_elements(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def binary_data(array: np.ndarray) -> bytes:
-    """Binary extension form of an output tensor."""
+def binary_data(array: np.ndarray) -> bytes | memoryview:
+    """Binary extension form of an output tensor: a byte view of the (contiguous, little-endian)
+    array itself when it already is one, so that the response body is its only copy."""
     if array.dtype == object or array.dtype.kind in "SU":
         return encode_bytes_elements(array)
     if array.dtype.kind == "b":
-        return np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        array = array.astype(np.uint8)
+    contiguous = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return memoryview(contiguous).cast("B") if contiguous.size else b""
 
 
 def encode_response(header: dict[str, object], outputs: Sequence[OutputTensor]) -> tuple[bytes, int | None]:

@@ -53,6 +53,8 @@ class ServerConfig:
 
     host: str = Field("127.0.0.1", min_length=1, description="address to bind; 0.0.0.0 serves the network")
     port: int = Field(8000, ge=0, le=65535, description="TCP port; 0 picks a free one")
+    grpc_port: int | None = Field(None, ge=0, le=65535, description=(
+        "also serve KServe V2 over gRPC on this port (needs edgerun[grpc]); none: off"))
     graceful_timeout_s: float = Field(30.0, gt=0, le=3600,
                                       description="how long SIGTERM waits for in-flight requests")
     access_log: bool = Field(True, description="one JSON line per request on stderr")
@@ -218,6 +220,10 @@ class ServeConfig:
     @property
     def port(self) -> int:
         return self.server.port
+
+    @property
+    def grpc_port(self) -> int | None:
+        return self.server.grpc_port
 
     @property
     def graceful_timeout_s(self) -> float:

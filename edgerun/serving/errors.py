@@ -92,6 +92,16 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, f"internal server error ({type(exc).__name__}); see the server log")
 
 
+async def handled_error(request: Request, exc: Exception) -> JSONResponse | None:
+    """The response the installed handlers give ``exc`` when it is an expected error (an edgerun
+    error or an HTTP exception), else None (it should propagate to the server-error handler)."""
+    if isinstance(exc, EdgerunError):
+        return await _edgerun_error(request, exc)
+    if isinstance(exc, HTTPException):
+        return await _http_error(request, exc)
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as {"error": message}; only real server faults are 5xx."""
     app.add_exception_handler(EdgerunError, _edgerun_error)
