@@ -4,6 +4,7 @@ memory, async copies, streams and events, with whatever CUDA the board ships (11
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import importlib.util
 import re
 from collections.abc import Callable
@@ -92,11 +93,18 @@ def candidates(platform: Platform | None) -> list[str]:
 
 
 def locate_problem(platform: Platform) -> str | None:
-    """For a probe, without loading anything: why no fitting libcudart is in sight, or None."""
+    """For a probe, without loading anything: why no fitting libcudart is in sight, or None.
+    Looks in the HAL's library dirs of ``platform``, NVIDIA's pip wheels and the ld.so cache."""
     seen = [platform.libraries["cudart"]] if platform.libraries.get("cudart") else []
     seen += pip_libraries()
     if not seen:
-        return None  # the dynamic loader may still find it (ld.so.cache): load() decides
+        cached = ctypes.util.find_library("cudart")  # e.g. "libcudart.so.12" from ldconfig -p
+        if cached is None:
+            return (
+                "CUDA runtime libcudart not found (library dirs, pip wheels, ld.so cache): on a Jetson "
+                "it comes with JetPack (CUDA); on x86_64: pip install 'edgerun[tensorrt]'"
+            )
+        seen.append(cached)
     wanted = expected_major(platform)
     versions = [version_from_name(path) for path in seen]
     if wanted is not None and all(v is not None and v[0] != wanted for v in versions):
