@@ -50,6 +50,7 @@ class Target:
     glibc: int
     extras: tuple[str, ...] = ()  # empty: every extra
     with_dependencies: bool = True
+    elsewhere: tuple[str, ...] = ()  # requirements served by another index there (piwheels), not PyPI
 
     def platforms(self) -> list[str]:
         if self.machine == "armv7l":
@@ -79,7 +80,8 @@ TARGETS = (
     Target("x86_64-py3.10", "3.10", "x86_64", 35),
     Target("x86_64-py3.12", "3.12", "x86_64", 39),
     # 32-bit Pi OS: only LiteRT (tflite-runtime) is claimed; numpy comes from piwheels there.
-    Target("pi-os-32bit", "3.11", "armv7l", 36, extras=("litert",), with_dependencies=False),
+    Target("pi-os-32bit", "3.11", "armv7l", 36, extras=("litert",), with_dependencies=False,
+           elsewhere=("numpy",)),
 )
 
 
@@ -151,17 +153,22 @@ def check_target(target: Target, wheel_info: tuple[str, list[str], list[Requirem
     environment = target.environment()
     wanted = list(target.extras or extras)
     base = base_requirements(requirements, environment) if target.with_dependencies else set()
-    sets = {extra: flatten(project, [extra], requirements, environment) for extra in wanted}
+    sets = {extra: {r for r in flatten(project, [extra], requirements, environment)
+                    if Requirement(r).name not in target.elsewhere} for extra in wanted}
     lines, resolved = [], []  # resolved: requirement sets that resolved (a subset of one resolves too)
     for extra in sorted(wanted, key=lambda e: -len(sets[e])):
         covering = next((name for name, done in resolved if sets[extra] <= done), None)
-        if covering is not None:
+        if not sets[extra]:
+            lines.append(f"ok    {target.name:<20} {extra:<9} (nothing to install here)")
+        elif extra in NOT_FROM_WHEELS:
+            lines.append(f"skip  {target.name:<20} {extra:<9} not checked: {NOT_FROM_WHEELS[extra]}")
+        elif covering is not None:
             lines.append(f"ok    {target.name:<20} {extra:<9} (within {covering})")
-            continue
-        ok, detail = resolve(target, base | sets[extra], scratch)
-        lines.append(f"{'ok  ' if ok else 'FAIL'}  {target.name:<20} {extra:<9} {detail}")
-        if ok:
-            resolved.append((extra, sets[extra]))
+        else:
+            ok, detail = resolve(target, base | sets[extra], scratch)
+            lines.append(f"{'ok  ' if ok else 'FAIL'}  {target.name:<20} {extra:<9} {detail}")
+            if ok:
+                resolved.append((extra, sets[extra]))
     if "all" in sets:
         installable = {line.split()[2] for line in lines if line.startswith("ok")}
         missing = sorted(e for e in installable - PROFILES if not sets[e] <= sets["all"])
