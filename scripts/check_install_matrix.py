@@ -149,12 +149,11 @@ def resolve(target: Target, requirements: set[str], scratch: Path) -> tuple[bool
 def check_target(target: Target, wheel_info: tuple[str, list[str], list[Requirement]],
                  scratch: Path) -> list[str]:
     """Lines of the report for one target; a line starting with FAIL marks a failure."""
-    project, extras, requirements = wheel_info
+    requirements = wheel_info[2]
     environment = target.environment()
-    wanted = list(target.extras or extras)
+    wanted = list(target.extras or wheel_info[1])
     base = base_requirements(requirements, environment) if target.with_dependencies else set()
-    sets = {extra: {r for r in flatten(project, [extra], requirements, environment)
-                    if Requirement(r).name not in target.elsewhere} for extra in wanted}
+    sets = extra_sets(wheel_info, target)
     lines, resolved = [], []  # resolved: requirement sets that resolved (a subset of one resolves too)
     for extra in sorted(wanted, key=lambda e: -len(sets[e])):
         covering = next((name for name, done in resolved if sets[extra] <= done), None)
@@ -171,10 +170,23 @@ def check_target(target: Target, wheel_info: tuple[str, list[str], list[Requirem
                 resolved.append((extra, sets[extra]))
     if "all" in sets:
         installable = {line.split()[2] for line in lines if line.startswith("ok")}
-        missing = sorted(e for e in installable - PROFILES if not sets[e] <= sets["all"])
+        missing = missing_from_all(sets, installable)
         if missing:
             lines.append(f"FAIL  {target.name:<20} all       lacks installable extras: {', '.join(missing)}")
     return lines
+
+
+def extra_sets(wheel_info: tuple[str, list[str], list[Requirement]], target: Target) -> dict[str, set[str]]:
+    """extra -> the plain requirements it stands for on ``target`` (those from other indexes dropped)."""
+    project, extras, requirements = wheel_info
+    environment = target.environment()
+    return {extra: {r for r in flatten(project, [extra], requirements, environment)
+                    if Requirement(r).name not in target.elsewhere} for extra in target.extras or extras}
+
+
+def missing_from_all(sets: dict[str, set[str]], installable: Iterable[str]) -> list[str]:
+    """Feature extras that install on the target but whose requirements `all` does not include."""
+    return sorted(e for e in set(installable) - PROFILES - set(NOT_FROM_WHEELS) if not sets[e] <= sets["all"])
 
 
 def main(argv: list[str] | None = None) -> int:
