@@ -30,7 +30,7 @@ from .base import Availability, BaseSession, LoadOptions, Tensors
 log = logging.getLogger(__name__)
 
 MIN_VERSION = (8, 5)  # name-based tensor API: set_input_shape, set_tensor_address, execute_async_v3
-_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu11")
+_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu12", "tensorrt-cu12-bindings", "tensorrt-cu13", "tensorrt-cu11")
 
 
 def installed_version() -> str | None:
