@@ -90,6 +90,22 @@ def test_real_runtime_without_a_gpu_reports_the_driver_error() -> None:
         gpu_identity(runtime, 0)
 
 
+def test_every_real_libcudart_here_binds_whatever_its_cuda_major() -> None:
+    """The same binding drives each CUDA runtime this machine has (pip's 12.x, a system 13.x, ...)."""
+    live = detect(HostFS("/"))
+    paths = sorted({p for p in cudart.candidates(live) if p.startswith("/")})
+    if not paths:
+        pytest.skip("no libcudart file on this machine")
+    majors = set()
+    for path in paths:
+        runtime = cudart.load(path=path)
+        majors.add(runtime.version()[0])
+        if not _gpu_count(runtime):
+            with pytest.raises(cudart.CudaCallError, match=r"cudaGetDeviceCount: cudaError"):
+                runtime.device_count()
+    assert min(majors) >= 11
+
+
 def test_load_without_tensorrt_names_the_extra(tmp_path: Path) -> None:
     model = tmp_path / "m.onnx"
     model.write_bytes(b"onnx")

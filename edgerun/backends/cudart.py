@@ -85,11 +85,12 @@ def pip_libraries() -> list[str]:
 
 
 def candidates(platform: Platform | None) -> list[str]:
-    """Where to load libcudart from, in order: the HAL's find on a live host, pip wheels, sonames."""
+    """Where to load libcudart from, in order: NVIDIA's pip wheels (the CUDA that pip's TensorRT
+    wheels were built for), the HAL's find on a live host (JetPack's CUDA), then sonames."""
     found = []
     if platform is not None and not platform.emulated and platform.libraries.get("cudart"):
         found.append(platform.libraries["cudart"])
-    return [*found, *pip_libraries(), *SONAMES]
+    return [*pip_libraries(), *found, *SONAMES]
 
 
 def locate_problem(platform: Platform) -> str | None:
