@@ -121,9 +121,12 @@ def _request(args: argparse.Namespace, threads: int | None):  # -> OptimizeReque
 def cmd_optimize(args: argparse.Namespace) -> int:
     from ..optimize.report import format_table, write_json
     from ..optimize.runner import optimize
+    from ..outputs import check_output_file
     from .common import settings_from
 
     settings = settings_from(args)
+    if args.json not in (None, "-"):
+        check_output_file(args.json, "--json")
     report = optimize(_request(args, settings.threads), settings)
     if args.json == "-":
         write_json(report, "-")
