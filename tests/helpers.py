@@ -134,17 +134,28 @@ def copy_device_tree(board: str, destination: Path, **manifest: object) -> Path:
     return root
 
 
-def build_standin_delegate(directory: Path, name: str = "libstandin_delegate.so") -> Path:
-    """Compile tests/data/standin_delegate.c (a TFLite external delegate at the real ABI) with cc."""
+def compile_library(source: str, output: Path, *flags: str) -> Path:
+    """Compile tests/data/<source> into the shared library ``output`` with cc."""
     import subprocess
 
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        raise RuntimeError("no C compiler (cc/gcc) to build the stand-in delegate library")
-    output = directory / name
-    subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-o", str(output),
-                    str(REPO / "tests" / "data" / "standin_delegate.c")], check=True, timeout=60)
+        raise RuntimeError(f"no C compiler (cc/gcc) to build {source}")
+    subprocess.run([compiler, "-shared", "-fPIC", "-O1", *flags, "-o", str(output),
+                    str(REPO / "tests" / "data" / source)], check=True, timeout=60)
     return output
+
+
+def build_standin_delegate(directory: Path, name: str = "libstandin_delegate.so") -> Path:
+    """Compile tests/data/standin_delegate.c (a TFLite external delegate at the real ABI) with cc."""
+    return compile_library("standin_delegate.c", directory / name)
+
+
+def build_standin_cudart(directory: Path, complete: bool = True) -> Path:
+    """Compile tests/data/standin_cudart.c (libcudart's ABI, error paths only); ``complete=False``
+    leaves one runtime symbol out."""
+    flags = ("-DSTANDIN_FULL",) if complete else ()
+    return compile_library("standin_cudart.c", directory / "libcudart.so.12", *flags)
 
 
 # ---- peak memory of one call (hardening tests) ---------------------------------------------------

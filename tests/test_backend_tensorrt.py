@@ -1,6 +1,5 @@
 """TensorRT backend without a GPU: probe reasons per device tree, the engine cache's key and its
-stale/foreign/corrupt decisions on real files, option parsing, and CUDA error translation through
-the real cuda-python runtime (which reports the missing driver on this machine)."""
+stale/foreign/corrupt decisions on real files, and option parsing (CUDA: tests/test_cuda_runtime.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from edgerun.backends import tensorrt_cache as cache
-from edgerun.backends.base import LoadOptions
 from edgerun.backends.tensorrt_backend import TensorRTBackend, parse_device, shape_overrides, version_problem
-from edgerun.errors import BackendUnavailableError, DependencyMissingError, InvalidInputError
+from edgerun.errors import InvalidInputError
 from edgerun.hal import HostFS, detect
 
 from .helpers import device_tree
@@ -131,24 +129,3 @@ def test_options_are_validated() -> None:
     assert shape_overrides({"shape.input": "2x3x224x224", "precision": "fp16"}) == {"input": (2, 3, 224, 224)}
     with pytest.raises(InvalidInputError, match="1x3x224x224"):
         shape_overrides({"shape.input": "big"})
-
-
-def test_load_without_tensorrt_names_the_extra(tmp_path: Path) -> None:
-    model = tmp_path / "m.onnx"
-    model.write_bytes(b"onnx")
-    pytest.importorskip("cuda.bindings", reason="cuda-python is in the test extra on x86_64")
-    with pytest.raises((DependencyMissingError, BackendUnavailableError), match=r"edgerun\[tensorrt\]|CUDA"):
-        TensorRTBackend().load(model, LoadOptions())
-
-
-def test_cuda_errors_are_translated_by_the_real_runtime() -> None:
-    pytest.importorskip("cuda.bindings", reason="cuda-python is in the test extra on x86_64")
-    from edgerun.backends.tensorrt_backend import cuda_runtime, gpu_identity
-
-    cudart = cuda_runtime()
-    if int(cudart.cudaGetDeviceCount()[0]) == 0 and cudart.cudaGetDeviceCount()[1] > 0:
-        pytest.skip("a CUDA GPU is present: the no-driver path cannot be shown here")
-    with pytest.raises(
-        BackendUnavailableError, match=r"no usable CUDA device 0: CUDA error in cudaSetDevice: cuda\w+"
-    ):
-        gpu_identity(cudart, 0)

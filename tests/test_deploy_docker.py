@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +17,8 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from tests.helpers import REPO
+from edgerun.hal import HostFS, detect
+from tests.helpers import REPO, copy_device_tree, device_tree
 
 DOCKER = REPO / "docker"
 DOCKERFILES = sorted(p for p in DOCKER.glob("Dockerfile*") if p.suffix != ".dockerignore")
@@ -169,3 +172,78 @@ def test_compose_device_mappings() -> None:
     assert "/run/udev:/run/udev:ro" in by_name["rpi"]["volumes"]
     assert "c 81:* rmw" in by_name["rpi"]["device_cgroup_rules"]
     assert by_name["camera-usb"]["devices"][0].endswith(":/dev/video0")
+
+
+# ---- accelerator images check themselves at build time (docker/selfcheck.py) -------------------
+
+# image -> (emulated board tree, backends that must be available there)
+SELF_CHECKS = {
+    "Dockerfile.jetson-jp6": ("jetson-orin-nano", {"tensorrt", "onnxruntime"}),
+    "Dockerfile.jetson-jp5": ("jetson-xavier-nx", {"tensorrt"}),
+    "Dockerfile.coral": ("rpi5-coral-usb", {"edgetpu"}),
+    "Dockerfile.rpi": ("rpi5", {"litert"}),
+}
+SELFCHECK = DOCKER / "selfcheck.py"
+
+
+def _bind_mounts(run: str) -> dict[str, str]:
+    return dict(re.findall(r"--mount=type=bind,source=(\S+),target=(\S+)", run))
+
+
+@pytest.mark.parametrize("name", sorted(SELF_CHECKS))
+def test_accelerator_images_end_with_their_self_check(name: str) -> None:
+    path = DOCKER / name
+    steps = [i for i in _stages(path)[-1] if i["instruction"] in ("RUN", "COPY", "ADD")]
+    last = steps[-1]["value"]
+    assert steps[-1]["instruction"] == "RUN" and "/tmp/selfcheck.py --board /tmp/board" in last
+    board, expected = SELF_CHECKS[name]
+    mounts = _bind_mounts(last)
+    assert mounts == {f"devices/{board}/rootfs": "/tmp/board", "docker/selfcheck.py": "/tmp/selfcheck.py"}
+    assert expected <= set(re.findall(r"--expect (\S+)", last))
+    context = (DOCKER / f"{name}.dockerignore").read_text().splitlines()
+    for source in mounts:  # present in the repository and in this image's build context
+        assert (REPO / source).exists() and ({f"!{source}", f"!{source}/"} & set(context))
+    assert "/opt/edgerun/bin/python /tmp/selfcheck.py" in last   # the image's own venv
+
+
+def test_jetson_images_use_the_jetson_extra_and_jp6_the_jetson_onnxruntime_gpu() -> None:
+    jp6 = (DOCKER / "Dockerfile.jetson-jp6").read_text()
+    assert "[jetson]" in jp6 and "ARG ORT_GPU_INDEX=https://pypi.jetson-ai-lab.io/jp6/cu126" in jp6
+    assert '--index-url "${ORT_GPU_INDEX}"' in jp6 and "--provider TensorrtExecutionProvider" in jp6
+    assert "[jetson,onnx]" in (DOCKER / "Dockerfile.jetson-jp5").read_text()
+    for name in ("Dockerfile.jetson-jp6", "Dockerfile.jetson-jp5"):
+        assert "camera" not in re.findall(r"edgerun-\*\.whl\)\[([^\]]*)\]", (DOCKER / name).read_text())[0]
+
+
+def _selfcheck(board: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, str(SELFCHECK), "--board", str(device_tree(board)), *arguments],
+                          capture_output=True, text=True, timeout=120, env=env, check=False)
+
+
+def test_self_check_judges_this_machines_software_not_the_trees_placeholders() -> None:
+    """This machine plays the image: it has LiteRT and onnxruntime but no libedgetpu, so the Coral
+    tree's placeholder libedgetpu.so.1 must not make the Edge TPU backend pass."""
+    failing = _selfcheck("rpi5-coral-usb", "--expect", "edgetpu", "--expect", "litert",
+                         "--module", "picamera2")
+    assert failing.returncode == 1
+    assert "FAILED: backend edgetpu: libedgetpu.so.1 not found" in failing.stderr
+    assert "FAILED: python module picamera2: ModuleNotFoundError" in failing.stderr
+    assert "backend litert available" in failing.stdout
+    passing = _selfcheck("rpi5", "--expect", "litert", "--expect", "onnxruntime")
+    assert passing.returncode == 0, passing.stderr
+
+
+def test_self_check_grafts_the_images_libraries_onto_the_board(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("selfcheck", SELFCHECK)
+    assert spec is not None and spec.loader is not None
+    selfcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(selfcheck)
+    image = tmp_path / "image"
+    (image / "usr/lib/x86_64-linux-gnu").mkdir(parents=True)
+    (image / "usr/lib/x86_64-linux-gnu/libedgetpu.so.1").write_bytes(b"")
+    tree = copy_device_tree("rpi5-coral-usb", tmp_path / "trees")
+    found = selfcheck.graft_image_libraries(tree, HostFS(image))
+    assert found == {"edgetpu": "/usr/lib/x86_64-linux-gnu/libedgetpu.so.1"}
+    assert not (tree / "usr/lib/aarch64-linux-gnu/libedgetpu.so.1").exists()
+    assert detect(HostFS(tree)).libraries == found

@@ -13,6 +13,8 @@ from ..hal import Platform
 from ..types import TensorSpec
 from ._imports import has_module, require
 from .base import Availability, BaseSession, LoadOptions, Tensors
+from .ort_providers import choose_providers, provider_names
+from .tensorrt_cache import default_cache_dir
 
 # ONNX Runtime's type strings -> numpy dtype names.
 _ORT_TYPES = {
@@ -39,6 +41,11 @@ def ort_strings(name: str, array: np.ndarray) -> np.ndarray:
     return np.array(text, dtype=object).reshape(array.shape)
 
 
+def _trt_cache(ort: Any) -> Path:
+    """TensorRT EP engine cache: beside the TensorRT backend's, one folder per onnxruntime version."""
+    return default_cache_dir().parent / f"onnxruntime-{ort.__version__}-tensorrt"
+
+
 class OnnxRuntimeSession(BaseSession):
     """An onnxruntime.InferenceSession behind the Session interface."""
 
@@ -50,7 +57,7 @@ class OnnxRuntimeSession(BaseSession):
             tuple(_spec(n) for n in session.get_inputs()),
             tuple(_spec(n) for n in session.get_outputs()),
         )
-        self.providers = providers
+        self.providers = providers  # the session's providers in priority order: [0] runs first
         self._session = session
         self._output_names = [spec.name for spec in self.output_specs]
         self._string_inputs = [spec.name for spec in self.input_specs if spec.dtype == object]
@@ -83,9 +90,9 @@ class OnnxRuntimeBackend:
 
     def load(self, artifact: Path, options: LoadOptions) -> OnnxRuntimeSession:
         ort = require("onnxruntime", "onnx")
-        providers = list(options.providers or ("CPUExecutionProvider",))
         available = ort.get_available_providers()
-        missing = [p for p in providers if p not in available]
+        providers = list(options.providers or choose_providers(available, options.platform, _trt_cache(ort)))
+        missing = [p for p in provider_names(providers) if p not in available]
         if missing:
             raise BackendUnavailableError(
                 f"onnxruntime execution providers {missing} are not in this build; available: {available}"
@@ -99,4 +106,4 @@ class OnnxRuntimeBackend:
             session = ort.InferenceSession(str(artifact), session_options, providers=providers)
         except Exception as exc:  # vendor boundary: InvalidProtobuf, NoSuchFile, Fail, ...
             raise ModelLoadError(f"onnxruntime could not load {artifact.name}: {exc}") from exc
-        return OnnxRuntimeSession(session, providers)
+        return OnnxRuntimeSession(session, session.get_providers())  # what it really runs on

@@ -1,7 +1,7 @@
 """TensorRT backend: load .engine/.plan files, or build engines from ONNX (fp32/fp16/int8) into a cache.
 
 Written against the TensorRT Python API as JetPack 5/6 and the x86 ``tensorrt`` wheels ship it
-(8.5 to 10.x: name-based tensors, ``execute_async_v3``), with ``cuda-python`` for device memory.
+(8.5 to 10.x: name-based tensors, ``execute_async_v3``), with libcudart through ``cudart`` (ctypes).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ..hal import Platform
 from ..hal.hostfs import ACCESS_OK
 from ..repository import sha256_of
 from ..types import TensorSpec
+from . import cudart
 from . import tensorrt_cache as cache
 from ._imports import has_module, require
 from .base import Availability, BaseSession, LoadOptions, Tensors
@@ -29,7 +30,7 @@ from .base import Availability, BaseSession, LoadOptions, Tensors
 log = logging.getLogger(__name__)
 
 MIN_VERSION = (8, 5)  # name-based tensor API: set_input_shape, set_tensor_address, execute_async_v3
-_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu11")
+_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu12", "tensorrt-cu12-bindings", "tensorrt-cu13", "tensorrt-cu11")
 
 
 def installed_version() -> str | None:
@@ -79,48 +80,21 @@ def _gpu_problem(platform: Platform) -> str | None:
     return None
 
 
-# ---- CUDA (cuda-python) ------------------------------------------------------------------------
+# ---- CUDA (ctypes binding to libcudart) --------------------------------------------------------
 
 
-def cuda_runtime() -> Any:
-    """cuda-python's runtime module (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.6)."""
+def gpu_identity(runtime: cudart.CudaRuntime, index: int) -> tuple[str, str]:
+    """(GPU name, compute capability "major.minor") of CUDA device ``index``, made current."""
     try:
-        from cuda.bindings import runtime
-    except ImportError:
-        try:
-            from cuda import cudart as runtime  # type: ignore[no-redef]
-        except ImportError as exc:
-            raise BackendUnavailableError(
-                f"cuda-python is not installed ({exc}); pip install 'edgerun[tensorrt]'"
-            ) from exc
-    return runtime
-
-
-def cuda_check(cudart: Any, result: Any, what: str) -> Any:
-    """Unpack a cuda-python ``(err, *values)`` tuple; a CUDA error becomes InferenceError naming it."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        _, name = cudart.cudaGetErrorName(err)
-        raise InferenceError(f"CUDA error in {what}: {name.decode() if isinstance(name, bytes) else name}")
-    return values[0] if len(values) == 1 else values
-
-
-def gpu_identity(cudart: Any, index: int) -> tuple[str, str]:
-    """(GPU name, compute capability "major.minor") of CUDA device ``index``."""
-    try:
-        result = cudart.cudaSetDevice(index)
-    except RuntimeError as exc:  # cuda-python could not dlopen libcudart
-        raise BackendUnavailableError(f"CUDA runtime library not loadable: {exc}") from exc
-    try:
-        cuda_check(cudart, result, "cudaSetDevice")
-    except InferenceError as exc:
+        runtime.set_device(index)
+    except cudart.CudaCallError as exc:
+        major, minor = runtime.driver_version()
+        driver = f"driver supports CUDA {major}.{minor}" if major else "no NVIDIA driver found"
         raise BackendUnavailableError(
-            f"no usable CUDA device {index}: {exc} (driver missing or too old, "
-            "or no GPU visible to this process)"
+            f"no usable CUDA device {index}: {exc} (CUDA runtime {'.'.join(map(str, runtime.version()))}, "
+            f"{driver}; is a GPU visible to this process?)"
         ) from exc
-    props = cuda_check(cudart, cudart.cudaGetDeviceProperties(index), "cudaGetDeviceProperties")
-    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    return name.rstrip("\x00"), f"{props.major}.{props.minor}"
+    return runtime.device_name(index), runtime.compute_capability(index)
 
 
 # ---- TensorRT objects --------------------------------------------------------------------------
@@ -287,7 +261,7 @@ class TensorRTSession(BaseSession):
     backend_name = "tensorrt"
     thread_safe = False
 
-    def __init__(self, trt: Any, cudart: Any, engine: Any, info: Mapping[str, str]) -> None:
+    def __init__(self, trt: Any, runtime: cudart.CudaRuntime, engine: Any, info: Mapping[str, str]) -> None:
         self.info = dict(info)  # engine file, cache decision, precision, GPU
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -298,36 +272,29 @@ class TensorRTSession(BaseSession):
             return TensorSpec(name, shape, _dtype(trt, engine.get_tensor_dtype(name)))
 
         super().__init__(tuple(spec(n) for n in inputs), tuple(spec(n) for n in outputs))
-        self._trt, self._cudart, self._engine = trt, cudart, engine
+        self._trt, self._cuda, self._engine = trt, runtime, engine
         self._context = engine.create_execution_context()
-        self._stream = cuda_check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._stream = runtime.stream_create()
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
 
     def _device_buffer(self, name: str, nbytes: int) -> int:
         pointer, size = self._buffers.get(name, (0, 0))
         if size < nbytes:
             if pointer:
-                cuda_check(self._cudart, self._cudart.cudaFree(pointer), "cudaFree")
-            pointer = cuda_check(self._cudart, self._cudart.cudaMalloc(nbytes), "cudaMalloc")
+                self._cuda.free(pointer)
+            pointer = self._cuda.malloc(nbytes)
             self._buffers[name] = (pointer, nbytes)
         self._context.set_tensor_address(name, pointer)
         return pointer
-
-    def _copy(self, destination: Any, source: Any, nbytes: int, kind: str) -> None:
-        direction = getattr(self._cudart.cudaMemcpyKind, f"cudaMemcpy{kind}")
-        cuda_check(
-            self._cudart,
-            self._cudart.cudaMemcpyAsync(destination, source, nbytes, direction, self._stream),
-            "cudaMemcpyAsync",
-        )
 
     def _run(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
         for spec in self.input_specs:
             array = np.ascontiguousarray(inputs[spec.name])
             if not self._context.set_input_shape(spec.name, array.shape):
                 raise InferenceError(f"shape {array.shape} of {spec.name!r} is outside the engine's profile")
-            self._copy(
-                self._device_buffer(spec.name, array.nbytes), array.ctypes.data, array.nbytes, "HostToDevice"
+            self._cuda.copy_async(
+                self._device_buffer(spec.name, array.nbytes), array.ctypes.data, array.nbytes,
+                cudart.HOST_TO_DEVICE, self._stream,
             )
         results = {}
         for spec in self.output_specs:
@@ -337,18 +304,23 @@ class TensorRTSession(BaseSession):
         if not self._context.execute_async_v3(self._stream):
             raise InferenceError("TensorRT execute_async_v3 failed (see the TensorRT log)")
         for name, host in results.items():
-            self._copy(host.ctypes.data, self._buffers[name][0], host.nbytes, "DeviceToHost")
-        cuda_check(self._cudart, self._cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+            self._cuda.copy_async(
+                host.ctypes.data, self._buffers[name][0], host.nbytes, cudart.DEVICE_TO_HOST, self._stream
+            )
+        self._cuda.stream_synchronize(self._stream)
         return results
 
     def close(self) -> None:
         if self._closed:
             return
         super().close()
-        for pointer, _ in self._buffers.values():
-            self._cudart.cudaFree(pointer)
+        try:
+            for pointer, _ in self._buffers.values():
+                self._cuda.free(pointer)
+            self._cuda.stream_destroy(self._stream)
+        except cudart.CudaCallError as exc:  # a failing GPU must not make close() raise
+            log.warning("TensorRT session close: %s", exc)
         self._buffers.clear()
-        self._cudart.cudaStreamDestroy(self._stream)
         self._context = self._engine = None
 
 
@@ -397,10 +369,9 @@ class TensorRTBackend:
         problem = version_problem(version, platform)
         if problem is not None:
             return Availability.no(problem)
-        if not has_module("cuda"):
-            return Availability.no(
-                "python package cuda-python not installed (pip install 'edgerun[tensorrt]')"
-            )
+        problem = cudart.locate_problem(platform)
+        if problem is not None:
+            return Availability.no(problem)
         gpu = platform.accelerator("nvidia-gpu")
         return Availability.yes(f"TensorRT {version or '(version unknown)'} on {gpu.name if gpu else 'GPU'}")
 
@@ -408,9 +379,9 @@ class TensorRTBackend:
         if not artifact.is_file():
             raise ModelLoadError(f"TensorRT could not load {artifact}: no such file")
         trt = require("tensorrt", "tensorrt")
-        cudart = cuda_runtime()
         index, device = parse_device(options.device)
-        gpu_name, capability = gpu_identity(cudart, index)
+        runtime = cudart.load(options.platform)
+        gpu_name, capability = gpu_identity(runtime, index)
         logger = _logger(trt)
         runtime = trt.Runtime(logger)
         here = {
@@ -418,12 +389,13 @@ class TensorRTBackend:
             "gpu_name": gpu_name,
             "compute_capability": capability,
             "device": device,
+            "cuda_runtime": runtime.path,
         }
         if artifact.suffix.lower() in (".engine", ".plan"):
             engine, info = self._engine_file(runtime, logger, artifact, here)
         else:
             engine, info = self._engine_from_onnx(trt, runtime, logger, artifact, options, here)
-        return TensorRTSession(trt, cudart, engine, info)
+        return TensorRTSession(trt, runtime, engine, info)
 
     @staticmethod
     def _engine_file(runtime: Any, logger: Any, artifact: Path, here: Mapping[str, str]) -> tuple[Any, dict]:

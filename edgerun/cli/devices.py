@@ -68,6 +68,14 @@ def _models_report(
     return rows
 
 
+def _opencv_report(family: str) -> dict[str, Any]:
+    import importlib.util
+
+    from ..camera.opencv_support import load_cv2, opencv_report
+
+    return opencv_report(load_cv2(), family, importlib.util.find_spec("picamera2") is not None)
+
+
 def devices_report(settings: Any) -> dict[str, Any]:
     """Everything `edgerun devices` prints, as one JSON-ready dict."""
     from ..backends.registry import Registry
@@ -84,6 +92,7 @@ def devices_report(settings: Any) -> dict[str, Any]:
         "platform": platform.to_dict(),
         "board_profile": {"family": profile.family, "camera": profile.camera, "backend_preference": prefer},
         "power": _power_report(fs),
+        "opencv": _opencv_report(profile.family),
         "backends": _backends_report(registry, platform, prefer),
         "models": _models_report(registry, platform, settings, prefer),
     }
@@ -110,6 +119,10 @@ def _text_lines(report: dict[str, Any]) -> list[str]:
     lines += [f"  {s['name']}: rails {', '.join(s['rails'])}; total = {s['total']}" for s in power["sensors"]]
     profile = report["board_profile"]
     lines.append(f"camera: {profile['camera']}")
+    cv = report["opencv"]
+    lines.append(f"opencv: cv2 {cv['version']} from {cv['module']} ({cv['distribution']}), GStreamer "
+                 f"{'yes' if cv['gstreamer'] else 'no'}" if cv["module"] else "opencv: cv2 not installed")
+    lines += [f"  warning: {cv['warning']}"] if cv["warning"] else []
     lines.append("backends (in this board's preference order):")
     for row in report["backends"]:
         state = "available" if row["available"] else "unavailable"

@@ -18,6 +18,7 @@ LIBRARY_DIRS = (
     "/lib/x86_64-linux-gnu",
     "/usr/lib/aarch64-linux-gnu/nvidia",
     "/usr/lib/aarch64-linux-gnu/tegra",
+    "/usr/local/cuda/lib64",
 )
 # What edgerun looks for -> glob patterns of the file name (first match wins).
 KNOWN_LIBRARIES: Mapping[str, tuple[str, ...]] = {
@@ -28,6 +29,7 @@ KNOWN_LIBRARIES: Mapping[str, tuple[str, ...]] = {
     "neutron_delegate": ("libneutron_delegate.so",),
     "rknnrt": ("librknnrt.so",),
     "nvinfer": ("libnvinfer.so.*",),
+    "cudart": ("libcudart.so.*",),
     "hailort": ("libhailort.so", "libhailort.so.*"),
 }
 
