@@ -24,14 +24,20 @@ def registry() -> Registry:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrise ``backend_name`` over every backend that really runs here (the contract suite):
-    the CPU runtimes of the test extra. Accelerator backends are tested in tests/test_backend_*.py."""
+    the CPU runtimes of the test extra, the simulated backend (on an emulated Jetson) and the fake
+    one. Accelerator backends are tested in tests/test_backend_*.py."""
     if "backend_name" in metafunc.fixturenames:
-        metafunc.parametrize("backend_name", ["onnxruntime", "litert", "ncnn", "openvino"])
+        metafunc.parametrize("backend_name",
+                             ["onnxruntime", "litert", "ncnn", "openvino", "simulated", "fake"])
 
 
 @pytest.fixture
 def backend(registry: Registry, platform: Platform, backend_name: str) -> Iterator[object]:
+    from .helpers import device_tree
+
     instance = registry.get(backend_name)
+    if backend_name == "simulated":  # it only stands in for an emulated board's accelerator
+        platform = detect(HostFS(device_tree("jetson-orin-nano")))
     availability = instance.probe(platform)
     if not availability.ok:
         pytest.fail(f"{backend_name} must be installed for the test suite: {availability.reason}")

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import DependencyMissingError, InferenceError, ModelLoadError
 from ..hal import Platform
 from ..types import Quantization, TensorSpec
 from ._imports import has_module
 from .base import Availability, BaseSession, LoadOptions, Tensors
+from .options import BackendOptions
 
 INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 
@@ -111,19 +113,34 @@ def open_interpreter(artifact: Path, threads: int | None, delegates: Sequence[An
     return interpreter
 
 
+THREADS_HELP = "interpreter CPU threads (none: the load's thread count, else LiteRT's default)"
+
+
+class LiteRTOptions(BackendOptions):
+    """LiteRT interpreter settings."""
+
+    backend: ClassVar[str] = "litert"
+    threads: int | None = Field(None, ge=1, description=THREADS_HELP)
+    xnnpack: bool = Field(True, description="apply the XNNPACK CPU delegate (false: reference kernels)")
+
+
 class LiteRTBackend:
     """Loads ``.tflite`` files on the CPU (XNNPACK delegate applied by default)."""
 
     name = "litert"
     formats = ("tflite",)
+    options_class = LiteRTOptions
 
     def probe(self, platform: Platform) -> Availability:
         package = installed_interpreter_package()
         return Availability.yes(f"{package} installed") if package else Availability.no(LITERT_MISSING)
 
     def load(self, artifact: Path, options: LoadOptions) -> LiteRTSession:
-        xnnpack = options.extra.get("xnnpack", "on").lower() not in ("off", "false", "0")
+        typed = options.typed(LiteRTOptions)
         if not artifact.is_file():
             raise ModelLoadError(f"LiteRT could not load {artifact}: no such file")
-        interpreter = open_interpreter(artifact, options.threads, xnnpack=xnnpack)
-        return LiteRTSession(interpreter)
+        threads = options.threads_for(typed.threads)
+        session = LiteRTSession(open_interpreter(artifact, threads, xnnpack=typed.xnnpack))
+        session.device = "cpu"
+        session.effective_options = {**typed.effective(), "threads": threads}
+        return session
