@@ -79,10 +79,9 @@ def serve_kserve(port: int, options: dict[str, Any], mode: str) -> None:
     from kserve.model_server import app
 
     sys.path.insert(0, str(REPO))
-    from edgerun.backends.base import LoadOptions
     from edgerun.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    session = OnnxRuntimeBackend().load(MODEL_FILE, LoadOptions(**options))
+    session = OnnxRuntimeBackend().load(MODEL_FILE, load_options_from(options))
     model = _kserve_model(kserve, session._session, mode)
     app.add_api_route("/v2/models/{model_name}/config", lambda model_name: triton_config(), methods=["GET"])
     kserve.ModelServer(http_port=port, enable_grpc=False).start([model])
@@ -299,12 +298,11 @@ def perf_analyzer(server: Server, concurrency: int, args: argparse.Namespace, wo
 
 def http_overhead(port: int, options: dict[str, Any], runs: int) -> tuple[float, float]:
     """(p50 V2 binary infer over HTTP, p50 in-process session.infer) in ms, interleaved."""
-    from edgerun.backends.base import LoadOptions
     from edgerun.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     x = np.random.default_rng(1).standard_normal(SHAPES[MODEL]).astype(np.float32)
     body, headers = binary_request(MODEL, x)
-    session = OnnxRuntimeBackend().load(MODEL_FILE, LoadOptions(**options))
+    session = OnnxRuntimeBackend().load(MODEL_FILE, load_options_from(options))
     client = V2Client(port)
     calls: dict[str, Callable[[], object]] = {
         "http": lambda: client.infer(MODEL, body, headers), "in-process": lambda: session.infer({"input": x})}
@@ -348,7 +346,17 @@ def edgerun_load_options(config_file: Path | None) -> dict[str, Any]:
 
     config = load_config(config_file)
     options = load_options(config.model_config(MODEL), config)
-    return {"threads": options.threads, "extra": dict(options.extra)}
+    typed = options.options.effective() if options.options is not None else {}
+    return {"threads": options.threads, "options": typed}
+
+
+def load_options_from(options: dict[str, Any]) -> Any:
+    """LoadOptions from edgerun_load_options' JSON-able dict (it crosses to the KServe process)."""
+    from edgerun.backends.base import LoadOptions
+    from edgerun.backends.options import parse_options
+
+    return LoadOptions(threads=options.get("threads"),
+                       options=parse_options("onnxruntime", options.get("options") or {}))
 
 
 def benchmark(args: argparse.Namespace) -> None:

@@ -71,7 +71,21 @@ def _text_file(tmp_path: Path) -> Path:
     (lambda t: ["predict", str(SAMPLES / "chelsea.png"), "--model", "nosuchmodel"],
      "no model named or at 'nosuchmodel'; known models:"),
     (lambda t: ["predict", str(SAMPLES / "chelsea.png"), "--backend", "quantum"],
-     "unknown backend 'quantum'; known backends: armnpu, edgetpu, litert, ncnn, onnxruntime"),
+     "unknown backend 'quantum'; known backends: armnpu, edgetpu, fake, litert, ncnn, onnxruntime"),
+    (lambda t: ["predict", str(SAMPLES / "chelsea.png"), "--backend", "litert", "--option", "vulkan=true"],
+     "litert options: unknown option 'vulkan' (an option of ncnn). valid litert options: threads "
+     "(int >= 1 or none, default none); xnnpack (bool, default true)"),
+    (lambda t: ["predict", str(SAMPLES / "chelsea.png"), "--backend", "onnxruntime",
+                "--option", "threads=two"],
+     "onnxruntime options: threads='two': input should be a valid integer"),
+    (lambda t: ["predict", str(SAMPLES / "chelsea.png"), "--backend", "onnxruntime", "--device", "usb:0"],
+     "onnxruntime options: unknown option 'device' (an option of edgetpu, openvino, tensorrt)"),
+    (lambda t: ["profile", "--backend", "all", "--option", "threads=1"],
+     "--device and --option need one --backend NAME"),
+    (lambda t: ["run", "--source", str(SAMPLES), "--option", "threads=1"],
+     "--device and --option need one --backend NAME"),
+    (lambda t: ["serve", "--model", "mobilenet_v2", "--backend", "onnxruntime", "--option", "threads=0"],
+     "onnxruntime options: threads='0': input should be greater than or equal to 1"),
 ])
 def test_bad_input_gives_one_line_and_exit_1(tmp_path: Path, make_args, message: str) -> None:
     done = run_cli(*make_args(tmp_path))

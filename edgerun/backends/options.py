@@ -71,8 +71,8 @@ def _from_text(annotation: Any, text: str) -> Any:
     return text
 
 
-def type_name(annotation: Any) -> str:
-    """A short human name for a field's type: int, bool, fp32|fp16|int8, list of str, ..."""
+def type_name(annotation: Any, bounds: str = "") -> str:
+    """A short human name for a field's type: int >= 1, bool, fp32|fp16|int8, list of str, ..."""
     inner, optional = _optional(annotation)
     origin = typing.get_origin(inner)
     if origin is Literal:
@@ -84,7 +84,7 @@ def type_name(annotation: Any) -> str:
         name = f"map {type_name(key)}={type_name(value)}"
     else:
         name = getattr(inner, "__name__", str(inner))
-    return f"{name} or none" if optional else name
+    return f"{name}{bounds} or none" if optional else f"{name}{bounds}"
 
 
 def _default_text(value: Any) -> str:
@@ -110,7 +110,7 @@ def _bounds(metadata: list[Any]) -> str:
 
 def describe_options(options_class: type[BackendOptions]) -> list[dict[str, str]]:
     """One row per option: name, type, default (as text) and help."""
-    return [{"name": name, "type": type_name(field.annotation) + _bounds(field.metadata),
+    return [{"name": name, "type": type_name(field.annotation, _bounds(field.metadata)),
              "default": _default_text(field.get_default(call_default_factory=True)),
              "help": field.description or ""}
             for name, field in options_class.model_fields.items()]

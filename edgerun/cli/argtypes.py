@@ -58,3 +58,11 @@ def fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
     return value
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """KEY=VALUE (a backend option) -> (KEY, VALUE); the value may be empty or contain '='."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()

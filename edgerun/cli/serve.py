@@ -9,15 +9,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..serving.config import ServeConfig, load_config, model_config_from, validate_serve
+from ..errors import InvalidInputError
+from ..serving.config import ModelConfig, ServeConfig, load_config, model_config_from, validate_serve
+from .common import add_backend_arguments, backend_option_values
 
 ACCESS_LOGGER = "edgerun.serving.access"
 
 
-def _configure_logging(verbose: bool) -> None:
-    """Service logs at INFO on stderr; access log records as bare JSON lines."""
+def _configure_logging(verbose: int) -> None:
+    """Service logs at INFO on stderr whatever -v says (-vv: DEBUG, as everywhere); access log
+    records as bare JSON lines."""
+    from . import log_level
+
     for name in ("edgerun", "uvicorn"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+        logging.getLogger(name).setLevel(min(logging.INFO, log_level(verbose)))
     access = logging.getLogger(ACCESS_LOGGER)
     if not access.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -37,13 +42,34 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
     if args.model:
         configured = {m.name: m for m in config.models}
         models = [model_config_from(text, "--model") for text in args.model]
-        changes["models"] = tuple(configured.get(m.name, m) if m.path is None else m for m in models)
+        models = [configured.get(m.name, m) if m.path is None else m for m in models]
+        changes["models"] = tuple(_with_backend_flags(m, args) for m in models)
+    elif args.backend or backend_option_values(args):
+        raise InvalidInputError("--backend, --device and --option apply to the models given with --model; "
+                                "set them per model in the config file otherwise")
     if args.root is not None:
         changes["settings"] = dataclasses.replace(config.settings, host_root=args.root)
     return validate_serve(dataclasses.replace(config, **changes))
 
 
-def run_service(config: ServeConfig, verbose: bool) -> int:
+def _with_backend_flags(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
+    """A command-line model with --backend/--device/--option applied, validated now (before binding)."""
+    from ..backends.options import parse_options
+
+    values = backend_option_values(args)
+    if not args.backend and not values:
+        return model
+    backend = args.backend or model.backend
+    if values:
+        if backend is None:
+            raise InvalidInputError("--device and --option need --backend NAME: each backend has its own "
+                                    "options (edgerun backends NAME lists them)")
+        parse_options(backend, {**model.options, **values})  # an unknown key or a wrong type fails here
+    device = values.pop("device", model.device)
+    return dataclasses.replace(model, backend=backend, device=device, options={**model.options, **values})
+
+
+def run_service(config: ServeConfig, verbose: int) -> int:
     """Check the models, then run the service in the foreground, notifying systemd when it asks."""
     from ..sdnotify import Watchdog
     from ..serving.runner import serve, systemd_hooks
@@ -70,6 +96,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                     "and no config file it serves mobilenet_v2 and blazeface.")
     parser.add_argument("--model", action="append", metavar="NAME|PATH",
                         help="model to serve (repeatable): a package name or a package folder/model file")
+    add_backend_arguments(parser, "backend for the models given with --model")
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--config", type=Path, default=None,

@@ -27,6 +27,8 @@ class ModelConfig:
     name: str
     path: str | None = None              # a package folder or model file; never from a request
     backend: str | None = None           # strict backend choice (see `edgerun backends`)
+    device: str | None = None            # the backend's device option (needs backend)
+    options: Mapping[str, Any] = field(default_factory=dict)  # backend options (edgerun backends NAME)
     threads: int | None = None           # runtime CPU threads
     instances: int | None = None         # concurrent executions: default 2, 1 if not thread-safe
     max_batch_size: int | None = None    # None: 8 if every tensor has a dynamic batch dim, else 0
@@ -82,7 +84,8 @@ def _check_type(value: Any, kind: type, where: str) -> Any:
 
 
 _MODEL_TYPES: dict[str, type] = {
-    "name": str, "path": str, "backend": str, "threads": int, "instances": int,
+    "name": str, "path": str, "backend": str, "device": str, "options": Mapping, "threads": int,
+    "instances": int,
     "max_batch_size": int, "dynamic_batching": bool, "max_queue_delay_us": int, "warmup": int,
 }
 _SERVE_TYPES: dict[str, type] = {

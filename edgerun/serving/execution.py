@@ -68,10 +68,20 @@ def default_threads(instances: int) -> int:
 
 
 def load_options(model: ModelConfig, config: ServeConfig) -> LoadOptions:
-    """The runtime options the service loads ``model`` with."""
+    """The runtime options the service loads ``model`` with: its backend's typed options (from
+    ``device`` and ``options``, validated against ``backend``) and a thread count."""
+    from ..backends.options import parse_options
+
     instances = model.instances or DEFAULT_INSTANCES
     threads = model.threads or config.settings.threads or default_threads(instances)
-    return LoadOptions(threads=threads)
+    values = {**model.options, **({"device": model.device} if model.device is not None else {})}
+    if not values:
+        return LoadOptions(threads=threads)
+    backend = model.backend or config.settings.backend
+    if backend is None:
+        raise InvalidInputError(f"model {model.name}: device and options need a backend (each backend "
+                                "has its own options; edgerun backends NAME lists them)")
+    return LoadOptions(threads=threads, options=parse_options(backend, values))
 
 
 def release_free_heap() -> None:
