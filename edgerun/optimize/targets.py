@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backends._imports import has_module
 from ..errors import InvalidInputError
+from ..optional import has_module
 from ..repository import sha256_of
 
 log = logging.getLogger(__name__)

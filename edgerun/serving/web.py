@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 
 from .. import __version__
 from ..backends.registry import Registry
-from ..hal import HostFS, detect
+from ..hal import Platform
 from ..hal.boards import backend_preference, profile_for
 from .service import READY, Service
 
@@ -24,10 +24,8 @@ def _page() -> str:
     return PAGE.read_text(encoding="utf-8")
 
 
-def device_summary(host_root: Path) -> dict[str, Any]:
-    """Platform, camera hint and every backend's availability (reads host files: call off the loop)."""
-    platform = detect(HostFS(host_root))
-    registry = Registry()
+def device_summary(platform: Platform, registry: Registry) -> dict[str, Any]:
+    """Platform, camera hint and every backend's availability (probes backends: call off the loop)."""
     backends = []
     for name in registry.order(backend_preference(platform)):
         backend = registry.get(name)
@@ -64,7 +62,8 @@ def web_router(service: Service) -> APIRouter:
     async def system() -> dict[str, Any]:
         """Version, platform, backends (available or why not), models and their state."""
         if not device:  # detection reads files and probes backends once per app
-            device.update(await asyncio.to_thread(device_summary, service.config.settings.host_root))
+            device.update(await asyncio.to_thread(
+                lambda: device_summary(service.platform, service.registry)))
         return {"version": __version__, "ready": service.ready(), **device,
                 "models": _models(service)}
 
