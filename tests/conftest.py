@@ -23,12 +23,13 @@ def registry() -> Registry:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrise ``backend_name`` over every backend that really runs here (the contract suite):
-    the CPU runtimes of the test extra, the simulated backend (on an emulated Jetson) and the fake
-    one. Accelerator backends are tested in tests/test_backend_*.py."""
+    """Parametrise ``backend_name`` over every backend that really runs here: the CPU runtimes of
+    the test extra, plus a module's ``EXTRA_BACKENDS`` (the contract suite adds the simulated one,
+    on an emulated Jetson, and the fake one). Accelerator backends are tested in
+    tests/test_backend_*.py."""
     if "backend_name" in metafunc.fixturenames:
-        metafunc.parametrize("backend_name",
-                             ["onnxruntime", "litert", "ncnn", "openvino", "simulated", "fake"])
+        extra = list(getattr(metafunc.module, "EXTRA_BACKENDS", ()))
+        metafunc.parametrize("backend_name", ["onnxruntime", "litert", "ncnn", "openvino", *extra])
 
 
 @pytest.fixture

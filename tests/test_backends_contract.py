@@ -15,6 +15,7 @@ from edgerun.errors import ModelLoadError, SessionClosedError, TensorSpecError
 from edgerun.repository import ModelRepository
 
 CONTRACT_MODELS = ("mobilenet_v2", "blazeface", "mobilenet_v2_int8")
+EXTRA_BACKENDS = ("simulated", "fake")  # beside the CPU runtimes (see conftest.py)
 
 
 def _artifact(backend: Any, model: str) -> Path | None:

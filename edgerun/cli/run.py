@@ -60,15 +60,17 @@ def run_local(args: argparse.Namespace) -> int:
     from ..camera.pipeline import PipelineOptions, StreamPipeline
     from ..camera.pump import FramePump
     from ..camera.uri import parse_source
+    from ..hal import HostFS, detect
     from ..predictor import Predictor
     from .common import load_options_from, repository_from, settings_from
 
     spec = parse_source(args.source)
     settings = settings_from(args)
-    options = OpenOptions(args.open_timeout, args.open_timeout, settings.host_root)
+    platform = detect(HostFS(settings.host_root))  # once: the model load and every (re)open share it
+    options = OpenOptions(args.open_timeout, args.open_timeout, settings.host_root, platform=platform)
     lossless = not spec.live and not args.realtime
     with Predictor.open(args.model or DEFAULT_DETECTOR, backend=args.backend, settings=settings,
-                        repository=repository_from(settings),
+                        repository=repository_from(settings), platform=platform,
                         options=load_options_from(args, settings)) as predictor:
         capture = open_capture(spec, options)
         sinks = _sinks(args, capture.fps)
