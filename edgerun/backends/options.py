@@ -175,3 +175,24 @@ def parse_options(backend: str, values: Mapping[str, Any] | None = None,
     values = dict(values or {})
     unknown = set(values) - set(options_class.model_fields)
     return validate_options(options_class, values, _owners(registry, backend) if unknown else None)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def options_markdown(registry: Registry | None = None) -> str:
+    """Every built-in backend's options as Markdown tables (docs/hardware.md, "Backend options")."""
+    from .registry import Registry
+
+    registry = registry or Registry(plugins=False)
+    sections = []
+    for name in registry.order(explicit=True):
+        options_class = options_class_of(registry.get(name))
+        doc = (options_class.__doc__ or "").strip().splitlines()
+        lines = [f"#### `{name}`", "", doc[0] if doc else "", "",
+                 "| option | type | default | meaning |", "|---|---|---|---|"]
+        lines += [f"| `{r['name']}` | {_cell(r['type'])} | `{_cell(r['default'])}` | {_cell(r['help'])} |"
+                  for r in describe_options(options_class)]
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections) + "\n"
