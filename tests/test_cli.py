@@ -49,6 +49,14 @@ def test_models_and_backends_listings(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["backends"]) == 0
     out = capsys.readouterr().out
     assert "onnxruntime  available" in out and "litert       available" in out
+    assert out.splitlines()[1].split() == ["backend", "state", "reason"]
+
+
+def test_tables_have_headers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["model", "task", "formats", "description"]
+    assert set(lines[1]) == {"-", " "} and lines[2].startswith("blazeface ")
 
 
 def _truncated_png(tmp_path: Path) -> Path:
