@@ -131,3 +131,19 @@ def test_profile_report_carries_device_and_options(capsys: pytest.CaptureFixture
     assert main(["profile", "--backend", "fake", "--runs", "3", "--warmup", "0", "--idle", "0",
                  "--no-progress"]) == 0
     assert "  device      nowhere (fake); options: inputs=" in capsys.readouterr().out
+
+
+def test_serve_flags_apply_to_the_models_on_the_command_line() -> None:
+    from edgerun.cli import build_parser
+    from edgerun.cli.serve import build_config
+
+    args = build_parser().parse_args(["serve", "--model", "mobilenet_v2", "--model", "blazeface",
+                                      "--backend", "litert", "--option", "xnnpack=off",
+                                      "--option", "threads=2"])
+    models = build_config(args).models
+    assert [(m.name, m.backend, dict(m.options)) for m in models] == [
+        ("mobilenet_v2", "litert", {"xnnpack": "off", "threads": "2"}),
+        ("blazeface", "litert", {"xnnpack": "off", "threads": "2"})]
+    lonely = build_parser().parse_args(["serve", "--backend", "litert", "--option", "threads=2"])
+    with pytest.raises(InvalidInputError, match="apply to the models given with --model"):
+        build_config(lonely)
