@@ -90,3 +90,14 @@ def test_v4l2_sources_are_checked_through_the_hal(tmp_path: Path) -> None:
     denied = copy_device_tree("x86-desktop", tmp_path, access={"/dev/video0": "denied"})
     with pytest.raises(SourceError, match="permission denied on /dev/video0: add the user to group 'video'"):
         open_capture(spec, OpenOptions(host_root=denied))
+
+
+def test_the_web_page_summary_lists_the_cameras() -> None:
+    from edgerun.backends.registry import Registry
+    from edgerun.hal import detect
+    from edgerun.serving.web import device_summary
+
+    fs = HostFS(device_tree("x86-desktop"))
+    summary = device_summary(detect(fs), Registry(), fs)
+    assert summary["cameras"] == [{"node": "/dev/video0", "name": "HD Pro Webcam C920", "kind": "usb",
+                                   "source": "v4l2:///dev/video0"}]
