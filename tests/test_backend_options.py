@@ -147,3 +147,15 @@ def test_serve_flags_apply_to_the_models_on_the_command_line() -> None:
     lonely = build_parser().parse_args(["serve", "--backend", "litert", "--option", "threads=2"])
     with pytest.raises(InvalidInputError, match="apply to the models given with --model"):
         build_config(lonely)
+
+
+def test_hardware_docs_show_every_backend_option() -> None:
+    from edgerun.backends.options import options_markdown
+
+    from .helpers import REPO
+
+    page = (REPO / "docs" / "hardware.md").read_text(encoding="utf-8")
+    shown = page.split("<!-- backend-options:start -->\n", 1)[1].split("<!-- backend-options:end -->", 1)[0]
+    assert shown == options_markdown(), (
+        "docs/hardware.md's backend options differ from the code; paste the output of python -c "
+        "'from edgerun.backends.options import options_markdown; print(options_markdown(), end=\"\")'")

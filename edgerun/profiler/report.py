@@ -200,7 +200,14 @@ def run_summary(run: BackendRun, report: ProfileReport, power_said: bool = False
 
 
 def _options_text(options: dict[str, Any]) -> str:
-    shown = [f"{k}={v}" for k, v in options.items() if v not in (None, {}, [])]
+    def text(value: Any) -> str:
+        if isinstance(value, list | tuple):
+            return ",".join(str(v) for v in value)
+        if isinstance(value, dict):
+            return ",".join(f"{k}={v}" for k, v in value.items())
+        return str(value)
+
+    shown = [f"{k}={text(v)}" for k, v in options.items() if v not in (None, {}, [])]
     return ", ".join(shown) or "defaults"
 
 
