@@ -19,6 +19,12 @@ class ImageDecodeError(InvalidInputError):
     """Bytes or an array that are not a decodable image."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """An image over a budget (encoded bytes or decoded pixels); the message names the limit."""
+
+    http_status = 413
+
+
 class TensorSpecError(InvalidInputError):
     """A tensor whose name, shape or dtype does not match the session's spec."""
 

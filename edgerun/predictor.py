@@ -112,7 +112,8 @@ def _since(start: float) -> float:
 class Predictor:
     """Runs a model package's task end to end: ``predict(image) -> result``."""
 
-    def __init__(self, package: ModelPackage, session: Session, selection: Selection | None = None):
+    def __init__(self, package: ModelPackage, session: Session, selection: Selection | None = None,
+                 image_budget: img.ImageBudget | None = None):
         if package.task not in ("classification", "detection") or package.preprocess is None:
             raise InvalidInputError(
                 f"model {package.name} has task {package.task!r} and no image pipeline; "
@@ -126,19 +127,21 @@ class Predictor:
         layout = selection.artifact.layout if selection else None
         self.layout = layout or ("NCHW" if self._input.shape[1] == 3 else "NHWC")
         self._anchors: np.ndarray | None = None
+        self.image_budget = image_budget or img.ImageBudget.from_settings(Settings.from_env())
 
     @classmethod
     def open(cls, model: str | Path | None = None, **kwargs: Any) -> Predictor:
         """Open a Predictor; keyword arguments are those of :func:`open_session`."""
         package, selection, session = open_session(model, **kwargs)
+        budget = img.ImageBudget.from_settings(kwargs.get("settings") or Settings.from_env())
         try:
-            return cls(package, session, selection)
+            return cls(package, session, selection, budget)
         except Exception:
             session.close()
             raise
 
-    def preprocess(self, image: np.ndarray) -> tuple[Tensors, img.Geometry]:
-        """Decoded RGB uint8 image -> the model's input tensor and the geometry to map back."""
+    def preprocess(self, image: img.Picture) -> tuple[Tensors, img.Geometry]:
+        """Decoded RGB image (array or Pillow) -> the model input tensor and the geometry to map back."""
         pre = self.package.preprocess
         assert pre is not None
         height, width = pre.input_size
@@ -172,7 +175,7 @@ class Predictor:
         """Decode, pre-process, infer and post-process one image."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        decoded = img.decode_image(image)
+        decoded = img.open_image(image, self.image_budget)
         timings["decode"] = _since(start)
         start = time.perf_counter()
         inputs, geometry = self.preprocess(decoded)
@@ -186,7 +189,7 @@ class Predictor:
             result: Result = ClassificationResult(
                 self.package.name, self.backend_name, self._classify(real, top_k), timings)
         else:
-            height, width = decoded.shape[:2]
+            width, height = img.image_size(decoded)
             result = DetectionResult(self.package.name, self.backend_name, (width, height),
                                      self._detect(real, geometry, width, height), timings)
         timings["postprocess"] = _since(start)

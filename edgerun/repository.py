@@ -23,6 +23,8 @@ EDGETPU_SUFFIX = "_edgetpu.tflite"  # compiled by edgetpu_compiler: format "edge
 TASKS = ("classification", "detection", "raw")
 RESIZE_MODES = ("crop", "letterbox", "stretch")
 LAYOUTS = ("NCHW", "NHWC")
+MAX_MANIFEST_BYTES = 1024 * 1024
+MAX_LABELS_BYTES = 16 * 1024 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -101,93 +103,70 @@ def verify_artifact(artifact: Artifact) -> None:
         _verify_file(path, expected)
 
 
-def _require(data: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in data:
-        raise ModelIntegrityError(f"{where}: missing key {key!r}")
-    return data[key]
-
-
-def _choice(value: Any, valid: Sequence[str], what: str, where: str) -> str:
-    if value not in valid:
-        raise ModelIntegrityError(f"{where}: {what} {value!r} is not one of {', '.join(valid)}")
-    return str(value)
-
-
-def _parse_preprocess(data: Mapping[str, Any] | None, where: str) -> Preprocess | None:
-    if data is None:
-        return None
-    try:
-        height, width = (int(v) for v in data.get("input_size", (224, 224)))
-        mean = tuple(float(v) for v in data.get("mean", (0.0, 0.0, 0.0)))
-        std = tuple(float(v) for v in data.get("std", (1.0, 1.0, 1.0)))
-        resize_to = int(data["resize_to"]) if data.get("resize_to") is not None else None
-    except (TypeError, ValueError) as exc:
-        raise ModelIntegrityError(f"{where}: bad preprocess values: {exc}") from exc
-    if len(mean) != 3 or len(std) != 3 or 0.0 in std:
-        raise ModelIntegrityError(f"{where}: preprocess mean and std need 3 values, std non-zero")
-    resize = _choice(data.get("resize", "stretch"), RESIZE_MODES, "resize", where)
-    if resize == "crop" and resize_to is None:
-        raise ModelIntegrityError(f"{where}: resize 'crop' needs resize_to")
-    return Preprocess(
-        color=_choice(data.get("color", "RGB"), ("RGB", "BGR"), "color", where),
-        resize=resize, resize_to=resize_to, input_size=(height, width),
-        mean=mean, std=std,  # type: ignore[arg-type]
-    )
-
-
-def _inside(root: Path, relative: str, where: str) -> Path:
+def inside(root: Path, relative: str, what: str) -> Path:
+    """``root / relative`` resolved (symlinks followed); ModelIntegrityError unless it stays inside root."""
     path = (root / relative).resolve()
     if root.resolve() not in path.parents:
-        raise ModelIntegrityError(f"{where}: artifact file {relative!r} lies outside the package")
+        raise ModelIntegrityError(f"{what} {relative!r} lies outside the package {root}")
     return path
 
 
-def _parse_artifact(root: Path, data: Mapping[str, Any], where: str) -> Artifact:
-    path = _inside(root, str(_require(data, "file", where)), where)
-    companions = tuple(
-        (_inside(root, str(_require(c, "file", where)), where), str(_require(c, "sha256", where)))
-        for c in data.get("companions", ()))
-    layout = data.get("layout")
-    if layout is not None:
-        _choice(layout, LAYOUTS, "layout", where)
-    return Artifact(
-        format=str(_require(data, "format", where)), path=path,
-        sha256=str(_require(data, "sha256", where)), layout=layout,
-        precision=str(data.get("precision", "fp32")), companions=companions,
-    )
+def _preprocess(spec: Any) -> Preprocess | None:
+    if spec is None:
+        return None
+    return Preprocess(color=spec.color, resize=spec.resize, resize_to=spec.resize_to,
+                      input_size=tuple(spec.input_size), mean=tuple(spec.mean), std=tuple(spec.std))
 
 
-def _read_labels(root: Path, relative: str | None, where: str) -> tuple[str, ...]:
-    if not relative:
+def _artifact(paths: Mapping[str, Path], index: int, spec: Any) -> Artifact:
+    companions = tuple((paths[f"artifacts.{index}.companions.{n}.file"], c.sha256)
+                       for n, c in enumerate(spec.companions))
+    return Artifact(format=spec.format, path=paths[f"artifacts.{index}.file"], sha256=spec.sha256,
+                    layout=spec.layout, precision=spec.precision, companions=companions)
+
+
+def _read_labels(path: Path | None, where: str) -> tuple[str, ...]:
+    if path is None:
         return ()
     try:
-        text = (root / relative).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ModelIntegrityError(f"{where}: cannot read labels file {relative!r}: {exc}") from exc
+        if not path.is_file():
+            raise ModelIntegrityError(f"{where}: labels {path.name!r} is not a regular file")
+        if path.stat().st_size > MAX_LABELS_BYTES:
+            raise ModelIntegrityError(f"{where}: labels file {path.name!r} is over {MAX_LABELS_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelIntegrityError(f"{where}: cannot read labels file {path.name!r}: {exc}") from exc
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
-def load_package(root: Path) -> ModelPackage:
-    """Parse ``root/manifest.json`` into a ModelPackage (files are verified at load time)."""
-    where = str(root / MANIFEST)
+def _read_manifest(root: Path, where: str) -> Any:
+    path = root / MANIFEST
     try:
-        data = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        if path.is_file() and path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ModelIntegrityError(f"{where}: manifest is over {MAX_MANIFEST_BYTES} bytes")
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ModelNotFoundError(f"{root} has no {MANIFEST}") from exc
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ModelIntegrityError(f"{where}: unreadable manifest: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ModelIntegrityError(f"{where}: manifest must be a JSON object")
-    artifacts = tuple(_parse_artifact(root, a, where) for a in _require(data, "artifacts", where))
-    if not artifacts:
-        raise ModelIntegrityError(f"{where}: no artifacts listed")
+
+
+def load_package(root: Path) -> ModelPackage:
+    """Parse ``root/manifest.json`` into a ModelPackage (files are verified at load time).
+
+    Every path the manifest names must resolve (symlinks followed) inside ``root``.
+    """
+    from .manifest import parse_manifest
+
+    where = str(root / MANIFEST)
+    manifest = parse_manifest(_read_manifest(root, where), where)
+    paths = {key: inside(root, relative, f"{where}: {key}") for key, relative in manifest.paths()}
     return ModelPackage(
-        name=str(data.get("name") or root.name), root=root,
-        task=_choice(_require(data, "task", where), TASKS, "task", where),
-        description=str(data.get("description", "")),
-        labels=_read_labels(root, data.get("labels"), where),
-        preprocess=_parse_preprocess(data.get("preprocess"), where),
-        postprocess=dict(data.get("postprocess") or {}), artifacts=artifacts,
+        name=manifest.name or root.name, root=root, task=manifest.task,
+        description=manifest.description, labels=_read_labels(paths.get("labels"), where),
+        preprocess=_preprocess(manifest.preprocess),
+        postprocess=manifest.postprocess.model_dump(exclude_none=True),
+        artifacts=tuple(_artifact(paths, i, a) for i, a in enumerate(manifest.artifacts)),
     )
 
 

@@ -51,6 +51,26 @@ def from_v2_datatype(datatype: str) -> np.dtype:
         ) from None
 
 
+MAX_ADDRESSABLE_BYTES = 2**62  # numpy refuses a shape whose non-zero dims x itemsize pass ~2**63
+
+
+def check_shape(name: str, shape: Sequence[int], dtype: np.dtype | str) -> tuple[int, ...]:
+    """A concrete shape numpy can hold: dims >= 0 whose product (zeros skipped) x itemsize fits in memory.
+
+    A zero dim makes the element count 0, but numpy still refuses [0, 2**62, 4]: that is a 4xx, not a 500.
+    """
+    dims = tuple(int(d) for d in shape)
+    if any(d < 0 for d in dims):
+        raise InvalidInputError(f"input {name!r}: shape {list(dims)} has a negative dimension")
+    extent = np.dtype(dtype).itemsize or 1
+    for dim in dims:
+        extent *= max(dim, 1)
+        if extent > MAX_ADDRESSABLE_BYTES:
+            raise InvalidInputError(f"input {name!r}: shape {list(dims)} is too large to address "
+                                    f"(over 2**62 bytes even when empty)")
+    return dims
+
+
 @dataclass(frozen=True)
 class Quantization:
     """Affine per-tensor quantization: real = scale * (q - zero_point)."""

@@ -145,3 +145,69 @@ def build_standin_delegate(directory: Path, name: str = "libstandin_delegate.so"
     subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-o", str(output),
                     str(REPO / "tests" / "data" / "standin_delegate.c")], check=True, timeout=60)
     return output
+
+
+# ---- peak memory of one call (hardening tests) ---------------------------------------------------
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_rss() -> int:
+    """Reset VmHWM to the current RSS (Linux: clear_refs 5) and return it in bytes: the baseline to
+    subtract from peak_rss_bytes(). Where the kernel refuses the reset, the baseline is the old peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return _status_kib("VmHWM") * 1024
+    return _status_kib("VmRSS") * 1024
+
+
+def peak_rss_bytes() -> int:
+    """VmHWM: this process's peak resident set since start or the last reset_peak_rss()."""
+    return _status_kib("VmHWM") * 1024
+
+
+_MEASURE = """
+import json, sys
+sys.path.insert(0, {repo!r})
+from tests.helpers import peak_rss_bytes, reset_peak_rss
+{setup}
+def _call():
+{body}
+_base = reset_peak_rss()
+try:
+    _outcome = repr(_call())
+except Exception as exc:
+    _outcome = f"{{type(exc).__name__}}: {{exc}}"
+print(json.dumps({{"growth": peak_rss_bytes() - _base, "outcome": _outcome}}))
+"""
+
+
+def peak_rss_growth(body: str, setup: str = "", timeout: float = 120.0,
+                    address_space: int = 3 << 30) -> tuple[int, str]:
+    """Run ``setup`` then ``body`` (a function body) in a fresh Python; return (the peak RSS growth in
+    bytes over the body, repr of its result or 'ErrorType: message'). The child's address space is
+    capped at ``address_space`` so that a runaway allocation fails instead of swapping the machine."""
+    import resource
+    import subprocess
+    import sys
+    import textwrap
+
+    script = _MEASURE.format(repo=str(REPO), setup=textwrap.dedent(setup),
+                             body=textwrap.indent(textwrap.dedent(body), "    "))
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=limit, cwd=REPO)
+    if done.returncode != 0:
+        raise AssertionError(f"measured child failed ({done.returncode}): {done.stderr[-2000:]}")
+    import json
+
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return int(result["growth"]), str(result["outcome"])

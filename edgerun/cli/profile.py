@@ -130,6 +130,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.plot is not None:
         check_plot_target(args.plot)
+    _check_outputs(args)
     config = _config(args, settings.threads, load_options_from(args, settings).options)
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.no_progress else None
     profiler = Profiler(config, Host.probe(HostFS(settings.host_root)), repository_from(settings),
@@ -141,6 +142,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
             bar.close()
     _write_outputs(args, report)
     return 0 if any(run.status == "ok" for run in report.runs) else 1
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every file the run will write is writable, checked before the (long) measurement starts."""
+    from ..outputs import check_output_file
+
+    for flag, path in (("--output", args.output), ("--csv", args.csv), ("--plot", args.plot)):
+        if path is not None:
+            check_output_file(path, flag)
 
 
 def _write_outputs(args: argparse.Namespace, report: ProfileReport) -> None:

@@ -26,6 +26,19 @@ def _sinks(args: argparse.Namespace, fps: float | None) -> list[Any]:
     return sinks
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--output and --json-lines are writable, checked before the model loads and the source opens."""
+    from ..camera.sinks import VIDEO_CODECS
+    from ..outputs import check_output_file, check_output_folder
+
+    if args.json_lines is not None:
+        check_output_file(args.json_lines, "--json-lines")
+    if args.output is not None and args.output.suffix.lower() in VIDEO_CODECS:
+        check_output_file(args.output, "--output")
+    elif args.output is not None and not args.output.suffix:
+        check_output_folder(args.output, "--output")
+
+
 def _summary(pipeline: Any, seconds: float) -> dict[str, Any]:
     snap = pipeline.snapshot()
     frames = snap["frames"]
@@ -66,6 +79,7 @@ def run_local(args: argparse.Namespace) -> int:
 
     spec = parse_source(args.source)
     settings = settings_from(args)
+    _check_outputs(args)
     platform = detect(HostFS(settings.host_root))  # once: the model load and every (re)open share it
     options = OpenOptions(args.open_timeout, args.open_timeout, settings.host_root, platform=platform)
     lossless = not spec.live and not args.realtime

@@ -10,19 +10,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError, ModelIntegrityError
+from ..errors import ModelIntegrityError
+from ..outputs import check_replaceable_folder
 from ..repository import MANIFEST, ModelPackage, load_package, sha256_of, verify_artifact
 
 
-def check_destination(destination: Path, force: bool) -> None:
-    """Refuse to overwrite a non-empty folder (or a file) unless forced."""
-    if destination.exists() and not force and (not destination.is_dir() or any(destination.iterdir())):
-        raise InvalidInputError(f"output folder {destination} already exists and is not empty (use --force)")
+def check_destination(destination: Path, force: bool, source: Path | None = None) -> None:
+    """Refuse a destination that is not ours to replace: see edgerun.outputs.check_replaceable_folder."""
+    check_replaceable_folder(destination, "--output", force, () if source is None else (source,))
 
 
-def staging_folder(destination: Path, force: bool) -> Path:
+def staging_folder(destination: Path, force: bool, source: Path | None = None) -> Path:
     """A new empty folder beside ``destination`` to build the package in (renamed into place at the end)."""
-    check_destination(destination, force)
+    check_destination(destination, force, source)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; a model package is readable like its source
@@ -42,8 +42,10 @@ def carry_files(package: ModelPackage, staging: Path) -> list[str]:
     model_files = {a.path.resolve() for a in package.artifacts}
     model_files |= {c.resolve() for a in package.artifacts for c, _ in a.companions}
     copied = []
+    root = package.root.resolve()
     for path in sorted(package.root.iterdir()):
-        if path.is_file() and path.name != MANIFEST and path.resolve() not in model_files:
+        outside = root not in path.resolve().parents  # a symlink out of the package is not carried
+        if path.is_file() and not outside and path.name != MANIFEST and path.resolve() not in model_files:
             shutil.copy2(path, staging / path.name)
             copied.append(path.name)
     return copied
@@ -73,11 +75,12 @@ def write_manifest(
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
-def publish(staging: Path, destination: Path, force: bool) -> ModelPackage:
+def publish(staging: Path, destination: Path, force: bool, source: Path | None = None) -> ModelPackage:
     """Check the staged package loads and every checksum matches, then move it to ``destination``."""
     staged = load_package(staging)
     for artifact in staged.artifacts:
         verify_artifact(artifact)
+    check_destination(destination, force, source)  # again: the folder may have changed meanwhile
     if destination.exists() and force:
         shutil.rmtree(destination) if destination.is_dir() else destination.unlink()
     elif destination.exists():

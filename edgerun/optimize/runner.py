@@ -371,7 +371,7 @@ def _destination(work: Work) -> Path:
 
 def _write(work: Work) -> None:
     destination = _destination(work)
-    staging = package.staging_folder(destination, work.request.force)
+    staging = package.staging_folder(destination, work.request.force, work.package.root)
     try:
         carried = package.carry_files(work.package, staging)
         artifacts = _artifacts(work, staging)
@@ -385,7 +385,7 @@ def _write(work: Work) -> None:
         package.write_manifest(
             work.package, staging, destination.name, description.strip(), artifacts, _provenance(work)
         )
-        written = package.publish(staging, destination, work.request.force)
+        written = package.publish(staging, destination, work.request.force, work.package.root)
     except BaseException:
         package.discard(staging)
         raise
@@ -419,7 +419,7 @@ def _start(
     }
     conversion = {"precision": request.precision or "int8", "target": request.target}
     work = Work(request, settings, model_package, source, scratch, OptimizeReport(model, conversion))
-    package.check_destination(_destination(work), request.force)
+    package.check_destination(_destination(work), request.force, model_package.root)
     return work
 
 

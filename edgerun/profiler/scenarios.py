@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..config import Settings
 from ..errors import InvalidInputError
 from ..types import TensorSpec
 from .stats import Clock
@@ -148,19 +150,33 @@ def resolve_batch(specs: Sequence[TensorSpec], requested: int | None, scenario: 
     return batch
 
 
-def synthetic_inputs(specs: Sequence[TensorSpec], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random tensors that fit ``specs`` with ``batch`` as the first dimension."""
+def _batch_shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
+    dims = list(spec.shape)
+    if dims:
+        dims[0] = batch
+    if any(d is None for d in dims):
+        raise InvalidInputError(f"input {spec.describe()} has dynamic dimensions besides the batch; "
+                                "the profiler cannot choose them")
+    return tuple(int(d) for d in dims if d is not None)
+
+
+def check_batch_budget(specs: Sequence[TensorSpec], batch: int, max_bytes: int) -> None:
+    """Refuse, before allocating, a batch whose input tensors alone pass ``max_bytes``."""
+    needed = sum(math.prod(_batch_shape(s, batch)) * s.dtype.itemsize for s in specs)
+    if needed > max_bytes:
+        raise InvalidInputError(
+            f"--batch {batch} needs {needed / 2**20:.0f} MiB of input tensors, over the limit of "
+            f"{max_bytes / 2**20:.0f} MiB (setting max_batch_bytes, EDGERUN_MAX_BATCH_BYTES); "
+            "use a smaller batch")
+
+
+def synthetic_inputs(specs: Sequence[TensorSpec], batch: int, seed: int = 0,
+                     max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """Random tensors that fit ``specs`` with ``batch`` as the first dimension (within ``max_bytes``,
+    default the max_batch_bytes setting)."""
+    check_batch_budget(specs, batch, Settings.from_env().max_batch_bytes if max_bytes is None else max_bytes)
     rng = np.random.default_rng(seed)
-    inputs: dict[str, np.ndarray] = {}
-    for spec in specs:
-        dims = list(spec.shape)
-        if dims:
-            dims[0] = batch
-        if any(d is None for d in dims):
-            raise InvalidInputError(f"input {spec.describe()} has dynamic dimensions besides the batch; "
-                                    "the profiler cannot choose them")
-        inputs[spec.name] = _random_array(rng, spec.dtype, tuple(d for d in dims if d is not None))
-    return inputs
+    return {spec.name: _random_array(rng, spec.dtype, _batch_shape(spec, batch)) for spec in specs}
 
 
 def _random_array(rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from ..errors import InvalidInputError
-from ..types import TensorSpec, from_v2_datatype, to_v2_datatype
+from ..types import TensorSpec, check_shape, from_v2_datatype, to_v2_datatype
 from .wire import InferRequest, RequestInput
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -45,9 +45,10 @@ def element_count(shape: Sequence[int]) -> int:
     return math.prod(int(d) for d in shape)
 
 
-def _check_rank(name: str, shape: Sequence[int]) -> None:
+def _check_rank(name: str, shape: Sequence[int], dtype: np.dtype) -> None:
     if len(shape) > MAX_DIMS:
         raise InvalidInputError(f"input {name!r}: shape has {len(shape)} dims; at most {MAX_DIMS}")
+    check_shape(name, shape, dtype)
 
 
 def _dtype(name: str, datatype: str) -> np.dtype:
@@ -110,7 +111,7 @@ def _bytes_from_json(name: str, data: list) -> np.ndarray:
 def tensor_from_json(item: RequestInput) -> np.ndarray:
     """The numpy array of one JSON input; nested or flat data, checked against shape and datatype."""
     dtype = _dtype(item.name, item.datatype)
-    _check_rank(item.name, item.shape)
+    _check_rank(item.name, item.shape, dtype)
     if not isinstance(item.data, list):
         raise InvalidInputError(f"input {item.name!r}: 'data' must be a list (or send binary_data_size)")
     if item.datatype == "BYTES":
@@ -143,7 +144,7 @@ def decode_bytes_elements(name: str, raw: memoryview, count: int) -> np.ndarray:
 def tensor_from_binary(name: str, datatype: str, shape: Sequence[int], raw: memoryview) -> np.ndarray:
     """The numpy array of one binary input (little-endian, row-major, BOOL as one byte)."""
     dtype = _dtype(name, datatype)
-    _check_rank(name, shape)
+    _check_rank(name, shape, dtype)
     count = element_count(shape)
     if datatype == "BYTES":
         return decode_bytes_elements(name, raw, count).reshape(tuple(shape))
