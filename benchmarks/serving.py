@@ -108,7 +108,7 @@ def serve_kserve(port: int, options: dict[str, Any], mode: str) -> None:
     from edgerun.backends.base import LoadOptions
     from edgerun.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    session = OnnxRuntimeBackend().load(MODEL_FILE, LoadOptions(**options))
+    session = OnnxRuntimeBackend().load(MODEL_FILE, LoadOptions(threads=options.get("threads")))
     model = _kserve_model(kserve, session._session, mode)
     app.add_api_route("/v2/models/{model_name}/config", lambda model_name: triton_config(), methods=["GET"])
     kserve.ModelServer(http_port=port, enable_grpc=False).start([model])

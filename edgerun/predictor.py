@@ -65,17 +65,39 @@ def open_session(model: str | Path | None = None, *, backend: str | None = None,
                  settings: Settings | None = None, task: str | None = None
                  ) -> tuple[ModelPackage, Selection, Session]:
     """Find a package, choose a backend, verify the artifact's checksum and load it. ``task`` is
-    for a bare model file: 'detection', 'classification' or 'auto' (decided from its outputs)."""
+    for a bare model file: 'detection', 'classification' or 'auto' (decided from its outputs).
+
+    Typed backend options (``options.options``) name their backend: with no ``backend`` given,
+    that one is chosen; a different ``backend`` is an error.
+    """
     settings = settings or Settings.from_env()
     repository = repository or ModelRepository.from_settings(settings)
     package = repository.get(model or DEFAULT_CLASSIFIER, task)
     platform = platform or detect(HostFS(settings.host_root))
-    selection = (registry or Registry()).select(package, platform, backend or settings.backend,
+    backend = _backend_for(backend or settings.backend, options)
+    selection = (registry or Registry()).select(package, platform, backend,
                                                 prefer=backend_preference(platform))
     verify_artifact(selection.artifact)
     log.info("model %s on %s: %s", package.name, platform.summary(), selection.explain())
     options = dataclasses.replace(options or LoadOptions(threads=settings.threads), platform=platform)
     return package, selection, selection.backend.load(selection.artifact.path, options)
+
+
+def _backend_for(backend: str | None, options: LoadOptions | None) -> str | None:
+    typed = options.options if options is not None else None
+    if typed is None:
+        return backend
+    if backend is not None and backend != typed.backend:
+        raise InvalidInputError(f"options for backend {typed.backend!r} given, but backend {backend!r} "
+                                "was chosen; give the options of the backend that loads the model")
+    return typed.backend
+
+
+def effective_settings(session: Session) -> dict[str, Any]:
+    """Backend, device and the options a session was loaded with (defaults resolved): what
+    `predict --json`, profile reports and the service's model config show."""
+    return {"backend": session.backend_name, "device": getattr(session, "device", None),
+            "options": dict(getattr(session, "effective_options", {}) or {})}
 
 
 def _image_input(session: Session) -> TensorSpec:

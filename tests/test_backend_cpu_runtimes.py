@@ -10,6 +10,7 @@ import pytest
 from edgerun.backends.base import LoadOptions
 from edgerun.backends.ncnn_backend import NcnnBackend, input_shapes
 from edgerun.backends.openvino_backend import OpenVinoBackend
+from edgerun.backends.options import parse_options
 from edgerun.errors import BackendUnavailableError, ModelLoadError
 from edgerun.repository import ModelRepository
 
@@ -43,17 +44,28 @@ def test_ncnn_param_input_shapes() -> None:
     assert input_shapes(text) == {"data": (3, 160, 224), "mask": (16,)}
 
 
-def test_device_strings_are_checked() -> None:
-    param = BLAZEFACE.artifact_for(["ncnn"]).path
-    with pytest.raises(BackendUnavailableError, match="use 'cpu' or 'vulkan'"):
-        NcnnBackend().load(param, LoadOptions(device="cuda"))
+def test_devices_are_checked() -> None:
     onnx = BLAZEFACE.artifact_for(["onnx"]).path
     with pytest.raises(
         BackendUnavailableError, match="openvino device 'NPU' is not available here; available: CPU"
     ):
-        OpenVinoBackend().load(onnx, LoadOptions(device="NPU"))
-    with OpenVinoBackend().load(onnx, LoadOptions(device="CPU", threads=1)) as session:
-        assert session.devices == ["CPU"]
+        OpenVinoBackend().load(onnx, LoadOptions(options=parse_options("openvino", {"device": "NPU"})))
+    cpu = parse_options("openvino", {"device": "CPU", "performance_hint": "THROUGHPUT"})
+    with OpenVinoBackend().load(onnx, LoadOptions(threads=1, options=cpu)) as session:
+        assert session.devices == ["CPU"] and session.device == "CPU"
+        assert session.effective_options["performance_hint"] == "THROUGHPUT"
+        assert session.effective_options["threads"] == 1
+
+
+def test_ncnn_threads_and_vulkan_options() -> None:
+    param = BLAZEFACE.artifact_for(["ncnn"]).path
+    with NcnnBackend().load(param, LoadOptions(options=parse_options("ncnn", {"threads": "2"}))) as session:
+        assert session.device == "cpu" and session.effective_options == {"threads": 2, "vulkan": False}
+    import ncnn
+
+    if ncnn.get_gpu_count() < 1:
+        with pytest.raises(BackendUnavailableError, match="vulkan=true but no Vulkan GPU"):
+            NcnnBackend().load(param, LoadOptions(options=parse_options("ncnn", {"vulkan": "yes"})))
 
 
 def test_a_corrupt_ncnn_weights_companion_fails_the_checksum(tmp_path: Path) -> None:

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgerun.backends.armnpu import ArmNpuBackend, choose_delegate
+from edgerun.backends.armnpu import ArmNpuBackend, ArmNpuOptions, choose_delegate
 from edgerun.backends.base import LoadOptions
 from edgerun.backends.edgetpu import EdgeTPUBackend, parse_device
 from edgerun.backends.litert_backend import LiteRTBackend
+from edgerun.backends.options import parse_options
 from edgerun.errors import BackendUnavailableError, InvalidInputError
 from edgerun.hal import HostFS, detect
 from edgerun.repository import ModelRepository
@@ -31,7 +32,8 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _edgetpu_error(library: str, platform=None, device: str | None = None) -> str:
-    options = LoadOptions(extra={"library": library}, device=device, platform=platform)
+    typed = parse_options("edgetpu", {"library": library, "device": device})
+    options = LoadOptions(options=typed, platform=platform)
     with pytest.raises(BackendUnavailableError) as caught:
         EdgeTPUBackend().load(INT8_MODEL, options)
     return str(caught.value)
@@ -80,7 +82,7 @@ def test_device_strings_are_checked_before_any_io() -> None:
     assert parse_device("usb:1") == ("usb", 1) and parse_device(":0") == (None, 0)
     assert parse_device(None) == (None, None) and parse_device("pci") == ("pci", None)
     with pytest.raises(InvalidInputError, match="'usb', 'usb:N', 'pci', 'pci:N'"):
-        EdgeTPUBackend().load(INT8_MODEL, LoadOptions(device="gpu:0"))
+        parse_options("edgetpu", {"device": "gpu:0"})
 
 
 def test_edgetpu_probe_on_each_tree(tmp_path: Path) -> None:
@@ -98,16 +100,17 @@ def test_edgetpu_probe_on_each_tree(tmp_path: Path) -> None:
 
 def test_armnpu_picks_the_delegate_from_the_platform() -> None:
     imx = detect(HostFS(device_tree("imx8mp")))
-    choice = choose_delegate(imx, {})
+    choice = choose_delegate(imx, ArmNpuOptions())
     assert choice is not None and choice.library == "libvx_delegate.so" and choice.accelerator == "vx-npu"
     assert (
         ArmNpuBackend().probe(imx).reason
         == "NXP VX delegate (i.MX 8M Plus NPU) at /usr/lib/libvx_delegate.so"
     )
     rpi = detect(HostFS(device_tree("rpi5")))
-    assert choose_delegate(rpi, {}) is None
+    assert choose_delegate(rpi, ArmNpuOptions()) is None
     assert "NNAPI exists only on Android" in ArmNpuBackend().probe(rpi).reason
-    explicit = choose_delegate(rpi, {"delegate": "/opt/libarmnnDelegate.so", "delegate.backends": "CpuAcc"})
+    explicit = choose_delegate(rpi, parse_options(
+        "armnpu", {"delegate": "/opt/libarmnnDelegate.so", "delegate_options": "backends=CpuAcc"}))
     assert explicit is not None and dict(explicit.options) == {"backends": "CpuAcc"}
 
 
@@ -117,15 +120,13 @@ def test_armnpu_runs_through_an_accepting_delegate_with_its_options(
     log = tmp_path / "options.log"
     monkeypatch.setenv("STANDIN_DELEGATE_MODE", "accept")
     monkeypatch.setenv("STANDIN_DELEGATE_LOG", str(log))
-    extra = {
-        "delegate": str(standin),
-        "delegate.backends": "GpuAcc,CpuAcc",
-        "delegate.logging-severity": "info",
-    }
+    npu_options = ArmNpuOptions(delegate=str(standin),
+                                delegate_options={"backends": "GpuAcc,CpuAcc", "logging-severity": "info"})
     rng = np.random.default_rng(1)
     with (
-        ArmNpuBackend().load(INT8_MODEL, LoadOptions(threads=1, extra=extra)) as npu,
-        LiteRTBackend().load(INT8_MODEL, LoadOptions(threads=1, extra={"xnnpack": "off"})) as cpu,
+        ArmNpuBackend().load(INT8_MODEL, LoadOptions(threads=1, options=npu_options)) as npu,
+        LiteRTBackend().load(INT8_MODEL, LoadOptions(threads=1, options=parse_options(
+            "litert", {"xnnpack": "off"}))) as cpu,
     ):
         spec = npu.input_specs[0]
         tensor = rng.integers(-128, 127, (1, 224, 224, 3), dtype=np.int8)
@@ -138,7 +139,7 @@ def test_armnpu_runs_through_an_accepting_delegate_with_its_options(
 def test_armnpu_refusal_and_missing_delegate(standin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STANDIN_DELEGATE_MODE", "refuse")
     with pytest.raises(BackendUnavailableError, match="the delegate refused to start"):
-        ArmNpuBackend().load(INT8_MODEL, LoadOptions(extra={"delegate": str(standin)}))
+        ArmNpuBackend().load(INT8_MODEL, LoadOptions(options=ArmNpuOptions(delegate=str(standin))))
     imx = detect(HostFS(device_tree("imx8mp")))
     with pytest.raises(
         BackendUnavailableError, match="libvx_delegate.so is not installed or cannot be loaded"

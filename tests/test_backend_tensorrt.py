@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgerun.backends import tensorrt_cache as cache
+from edgerun.backends.options import parse_options
 from edgerun.backends.tensorrt_backend import TensorRTBackend, parse_device, shape_overrides, version_problem
 from edgerun.errors import InvalidInputError
 from edgerun.hal import HostFS, detect
@@ -123,9 +124,19 @@ def test_cache_directory_precedence(tmp_path: Path) -> None:
 
 
 def test_options_are_validated() -> None:
-    assert parse_device("dla:1") == (0, "dla1") and parse_device("gpu:2") == (2, "gpu")
-    with pytest.raises(InvalidInputError, match="gpu, gpu:N or dla:N"):
+    assert parse_device("gpu", dla_core=1) == (0, "dla1") and parse_device("gpu:2") == (2, "gpu")
+    with pytest.raises(InvalidInputError, match="use gpu, gpu:N or N"):
         parse_device("tpu")
-    assert shape_overrides({"shape.input": "2x3x224x224", "precision": "fp16"}) == {"input": (2, 3, 224, 224)}
+    assert shape_overrides({"input": "2x3x224x224"}) == {"input": (2, 3, 224, 224)}
     with pytest.raises(InvalidInputError, match="1x3x224x224"):
-        shape_overrides({"shape.input": "big"})
+        shape_overrides({"input": "big"})
+    typed = parse_options("tensorrt", {"precision": "int8", "dla_core": "0", "workspace_mib": "512",
+                                       "builder_optimization_level": "5", "shapes": "input=1x3x320x320"})
+    assert (typed.precision, typed.dla_core, typed.workspace_mib) == ("int8", 0, 512)
+    assert typed.builder_optimization_level == 5 and typed.shapes == {"input": "1x3x320x320"}
+    for bad, message in [({"precision": "fp8"}, "precision='fp8'"), ({"device": "dla:0"}, "dla_core=N"),
+                         ({"builder_optimization_level": "9"}, "builder_optimization_level='9'"),
+                         ({"shapes": "input=big"}, "name=1x3x224x224")]:
+        with pytest.raises(InvalidInputError, match=message):
+            parse_options("tensorrt", bad)
+

@@ -49,6 +49,14 @@ def test_models_and_backends_listings(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["backends"]) == 0
     out = capsys.readouterr().out
     assert "onnxruntime  available" in out and "litert       available" in out
+    assert out.splitlines()[1].split() == ["backend", "state", "reason"]
+
+
+def test_tables_have_headers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["model", "task", "formats", "description"]
+    assert set(lines[1]) == {"-", " "} and lines[2].startswith("blazeface ")
 
 
 def _truncated_png(tmp_path: Path) -> Path:
@@ -71,7 +79,21 @@ def _text_file(tmp_path: Path) -> Path:
     (lambda t: ["predict", str(SAMPLES / "chelsea.png"), "--model", "nosuchmodel"],
      "no model named or at 'nosuchmodel'; known models:"),
     (lambda t: ["predict", str(SAMPLES / "chelsea.png"), "--backend", "quantum"],
-     "unknown backend 'quantum'; known backends: armnpu, edgetpu, litert, ncnn, onnxruntime"),
+     "unknown backend 'quantum'; known backends: armnpu, edgetpu, fake, litert, ncnn, onnxruntime"),
+    (lambda t: ["predict", str(SAMPLES / "chelsea.png"), "--backend", "litert", "--option", "vulkan=true"],
+     "litert options: unknown option 'vulkan' (an option of ncnn). valid litert options: threads "
+     "(int >= 1 or none, default none); xnnpack (bool, default true)"),
+    (lambda t: ["predict", str(SAMPLES / "chelsea.png"), "--backend", "onnxruntime",
+                "--option", "threads=two"],
+     "onnxruntime options: threads='two': input should be a valid integer"),
+    (lambda t: ["predict", str(SAMPLES / "chelsea.png"), "--backend", "onnxruntime", "--device", "usb:0"],
+     "onnxruntime options: unknown option 'device' (an option of edgetpu, openvino, tensorrt)"),
+    (lambda t: ["profile", "--backend", "all", "--option", "threads=1"],
+     "--device and --option need one --backend NAME"),
+    (lambda t: ["run", "--source", str(SAMPLES), "--option", "threads=1"],
+     "--device and --option need one --backend NAME"),
+    (lambda t: ["serve", "--model", "mobilenet_v2", "--backend", "onnxruntime", "--option", "threads=0"],
+     "onnxruntime options: threads='0': input should be greater than or equal to 1"),
 ])
 def test_bad_input_gives_one_line_and_exit_1(tmp_path: Path, make_args, message: str) -> None:
     done = run_cli(*make_args(tmp_path))

@@ -30,7 +30,10 @@ def test_text_report_on_the_coral_usb_tree(capsys: pytest.CaptureFixture[str]) -
     assert "usb_id=1a6e:089a" in out and "firmware not loaded yet" in out
     assert "simulated    available    simulated: stands in for edgetpu on emulated rpi5" in out
     assert "tensorrt     unavailable  no NVIDIA GPU detected" in out
-    assert "mobilenet_v2         -> simulated (mobilenet_v2.onnx)" in out
+    assert "  model              backend    artifact" in out
+    assert "  mobilenet_v2       simulated  mobilenet_v2.onnx" in out
+    assert "  backend      state        reason" in out
+    assert "cameras: none found (no V4L2 capture node); this board's usual camera: picamera2" in out
 
 
 def test_json_report_through_the_cli(capsys: pytest.CaptureFixture[str]) -> None:

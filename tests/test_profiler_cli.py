@@ -34,7 +34,7 @@ def test_orin_nano_tree_power_and_energy_in_json_and_table(tmp_path: Path,
     board = write_tree(tmp_path / "orin", orin_nano_power_files(6.5))
     out = tmp_path / "report.json"
     code, stdout, _ = profile(capsys, "--root", str(board), *FAST, "--idle", "0.05", "--power-interval",
-                              "0.01", "--json", str(out), "--csv", str(tmp_path / "q.csv"))
+                              "0.01", "--output", str(out), "--csv", str(tmp_path / "q.csv"))
     assert code == 0
     report = json.loads(out.read_text())
     assert report["schema"] == "edgerun.profile/1" and report["host"]["emulated"] is True
@@ -64,7 +64,7 @@ def test_sensor_file_disappearing_mid_run_is_reported_and_the_run_completes(
     driver.start()
     code, stdout, _ = profile(capsys, "--root", str(board), "--duration", "0.5", "--warmup", "0",
                               "--threads", "1", "--idle", "0", "--power-interval", "0.01", "--no-progress",
-                              "--json", str(tmp_path / "r.json"))
+                              "--output", str(tmp_path / "r.json"))
     driver.join(timeout=5)
     assert code == 0
     power = json.loads((tmp_path / "r.json").read_text())["runs"][0]["power"]
@@ -95,7 +95,7 @@ def test_this_host_without_sensors_prints_power_unavailable(capsys: pytest.Captu
 def test_backend_all_prints_one_comparison_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     board = write_tree(tmp_path, orin_nano_power_files(5.0))
     code, stdout, _ = profile(capsys, "--root", str(board), "--backend", "all", *FAST, "--idle", "0",
-                              "--power-interval", "0.02", "--json", str(tmp_path / "all.json"))
+                              "--power-interval", "0.02", "-o", str(tmp_path / "all.json"))
     assert code == 0
     header = next(line for line in stdout.splitlines() if line.startswith("backend"))
     assert header.split()[:6] == ["backend", "status", "p50", "ms", "p99", "ms"]

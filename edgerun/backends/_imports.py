@@ -1,27 +1,5 @@
-"""Lazy, guarded imports of optional packages, each naming the pip extra that provides it."""
+"""The backends' name for edgerun.optional (has_module, require), kept for plugins that import it."""
 
-from __future__ import annotations
+from ..optional import has_module, require
 
-import importlib
-import importlib.util
-from types import ModuleType
-
-from ..errors import DependencyMissingError
-
-
-def has_module(name: str) -> bool:
-    """True when ``name`` can be imported, without importing it."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def require(module: str, extra: str) -> ModuleType:
-    """Import ``module`` or raise DependencyMissingError naming ``pip install 'edgerun[extra]'``."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise DependencyMissingError(
-            f"{module} is not installed ({exc}); install it with: pip install 'edgerun[{extra}]'"
-        ) from exc
+__all__ = ["has_module", "require"]

@@ -6,13 +6,23 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
 
 from ..errors import BackendUnavailableError
 from ..hal import Platform
 from ..hal.hostfs import ACCESS_OK
 from .base import Availability, LoadOptions
 from .delegates import LIBRARY_MISSING, NOT_A_DELEGATE, DelegateFailure, load_external_delegate
-from .litert_backend import LITERT_MISSING, LiteRTSession, installed_interpreter_package, open_interpreter
+from .litert_backend import (
+    LITERT_MISSING,
+    THREADS_HELP,
+    LiteRTSession,
+    installed_interpreter_package,
+    open_interpreter,
+)
+from .options import BackendOptions
 
 log = logging.getLogger(__name__)
 
@@ -37,25 +47,34 @@ _NPU_DELEGATES = {
 }
 
 
-def _user_options(extra: Mapping[str, str]) -> dict[str, str]:
-    """extra keys ``delegate.<name>`` become delegate options ``<name>``."""
-    return {k.removeprefix("delegate."): v for k, v in extra.items() if k.startswith("delegate.")}
+class ArmNpuOptions(BackendOptions):
+    """Which LiteRT external delegate to load, and its options."""
+
+    backend: ClassVar[str] = "armnpu"
+    delegate: str | None = Field(None, description="delegate library path or soname (none: the SoC's "
+                                 "NPU delegate, else the Arm NN delegate)")
+    delegate_options: dict[str, str] = Field(
+        default_factory=dict, description="options passed to the delegate, e.g. backends=CpuAcc")
+    armnn_backends: str = Field(ARMNN_DEFAULT_BACKENDS,
+                                description="Arm NN delegate compute backends, in order")
+    xnnpack: bool = Field(False, description="also apply XNNPACK (it can claim ops before the NPU does)")
+    threads: int | None = Field(None, ge=1, description=THREADS_HELP)
 
 
-def choose_delegate(platform: Platform | None, extra: Mapping[str, str]) -> DelegateChoice | None:
-    """The delegate for this platform: an explicit ``extra['delegate']`` path, else the SoC's NPU
-    delegate, else the Arm NN delegate (``extra['backends']``, default GpuAcc,CpuAcc); None if none."""
-    options = _user_options(extra)
-    if extra.get("delegate"):
-        return DelegateChoice(extra["delegate"], options, f"external delegate {extra['delegate']}")
+def choose_delegate(platform: Platform | None, options: ArmNpuOptions) -> DelegateChoice | None:
+    """The delegate for this platform: an explicit ``delegate`` path, else the SoC's NPU delegate,
+    else the Arm NN delegate (with ``armnn_backends``); None if none."""
+    extra = dict(options.delegate_options)
+    if options.delegate:
+        return DelegateChoice(options.delegate, extra, f"external delegate {options.delegate}")
     for accelerator in platform.accelerator_details if platform else ():
         if accelerator.kind in _NPU_DELEGATES:
             key, soname, label = _NPU_DELEGATES[accelerator.kind]
-            return DelegateChoice(soname, options, label, accelerator.id)
+            return DelegateChoice(soname, extra, label, accelerator.id)
     if platform is not None and "armnn_delegate" in platform.libraries:
-        armnn = {"backends": extra.get("backends", ARMNN_DEFAULT_BACKENDS), "logging-severity": "warning"}
+        armnn = {"backends": options.armnn_backends, "logging-severity": "warning"}
         soname = platform.libraries["armnn_delegate"].rsplit("/", 1)[-1]
-        return DelegateChoice(soname, {**armnn, **options}, f"Arm NN delegate ({armnn['backends']})")
+        return DelegateChoice(soname, {**armnn, **extra}, f"Arm NN delegate ({armnn['backends']})")
     return None
 
 
@@ -80,6 +99,7 @@ class ArmNpuBackend:
 
     name = "armnpu"
     formats = ("tflite",)
+    options_class = ArmNpuOptions
 
     def probe(self, platform: Platform) -> Availability:
         if installed_interpreter_package() is None:
@@ -94,20 +114,25 @@ class ArmNpuBackend:
         )
 
     def load(self, artifact: Path, options: LoadOptions) -> LiteRTSession:
-        choice = choose_delegate(options.platform, options.extra)
+        typed = options.typed(ArmNpuOptions)
+        choice = choose_delegate(options.platform, typed)
         if choice is None:
             raise BackendUnavailableError(
-                "armnpu: no delegate for this platform; pass extra "
-                "{'delegate': '/path/to/lib...delegate.so'}; " + NNAPI_NOTE
+                "armnpu: no delegate for this platform; give one with "
+                "--option delegate=/path/to/lib...delegate.so; " + NNAPI_NOTE
             )
         try:
             delegate = load_external_delegate(choice.library, choice.options)
         except DelegateFailure as failure:
             raise BackendUnavailableError(f"{choice.label} did not load: {_explain(failure)}") from failure
         log.info("armnpu: %s with options %s", choice.label, dict(choice.options))
-        xnnpack = options.extra.get("xnnpack", "off").lower() in ("on", "true", "1")
-        interpreter = open_interpreter(artifact, options.threads, delegates=[delegate], xnnpack=xnnpack)
-        return LiteRTSession(interpreter, backend_name=self.name)
+        threads = options.threads_for(typed.threads)
+        interpreter = open_interpreter(artifact, threads, delegates=[delegate], xnnpack=typed.xnnpack)
+        session = LiteRTSession(interpreter, backend_name=self.name)
+        session.device = choice.accelerator or choice.label
+        session.effective_options = {**typed.effective(), "delegate": choice.library,
+                                     "delegate_options": dict(choice.options), "threads": threads}
+        return session
 
 
 def _explain(failure: DelegateFailure) -> str:

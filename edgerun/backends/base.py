@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from ..errors import SessionClosedError, TensorSpecError
+from ..errors import InvalidInputError, SessionClosedError, TensorSpecError
 from ..hal import Platform
 from ..types import TensorSpec
 
+if TYPE_CHECKING:
+    from .options import BackendOptions
+
 Tensors = dict[str, np.ndarray]
+OptionsT = TypeVar("OptionsT", bound="BackendOptions")
 
 
 @dataclass(frozen=True)
@@ -36,17 +40,33 @@ class Availability:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """Options every backend understands; ``extra`` carries backend-specific strings.
+    """How to load a model: the chosen backend's typed options, plus what every backend may use.
 
-    ``platform`` is the detected platform (open_session fills it in) so that a backend can pick
-    a delegate or explain a device failure from HAL facts without probing the host again.
+    ``options`` is the backend's own options object (see ``edgerun backends NAME``); None means
+    its defaults. ``threads`` is the CPU thread count for runtimes that take one, used when the
+    backend's own ``threads`` option is unset (the service sets it per model without knowing the
+    backend). ``platform`` is the detected platform (open_session fills it in) so that a backend
+    can pick a delegate or explain a device failure from HAL facts without probing the host again.
     """
 
     threads: int | None = None
-    providers: tuple[str, ...] | None = None
-    device: str | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
+    options: BackendOptions | None = None
     platform: Platform | None = None
+
+    def typed(self, options_class: type[OptionsT]) -> OptionsT:
+        """This load's options as ``options_class`` (its defaults when none were given)."""
+        if self.options is None:
+            return options_class()
+        if not isinstance(self.options, options_class):
+            raise InvalidInputError(
+                f"options for backend {type(self.options).backend!r} cannot load on "
+                f"{options_class.backend!r}; give that backend's options (edgerun backends "
+                f"{options_class.backend})")
+        return self.options
+
+    def threads_for(self, own: int | None) -> int | None:
+        """The backend's own ``threads`` option if set, else the load-wide thread count."""
+        return own if own is not None else self.threads
 
 
 @runtime_checkable
@@ -84,6 +104,8 @@ class BaseSession(ABC):
 
     backend_name: str = "base"
     thread_safe: bool = False
+    device: str | None = None  # where it runs, as the backend names it ("cpu", "gpu:0", "usb:0", ...)
+    effective_options: Mapping[str, object] = {}  # the options it was loaded with, defaults resolved
 
     def __init__(self, input_specs: tuple[TensorSpec, ...], output_specs: tuple[TensorSpec, ...]):
         self._input_specs = input_specs

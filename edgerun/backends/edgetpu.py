@@ -5,13 +5,23 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, field_validator
 
 from ..errors import BackendUnavailableError, InvalidInputError
 from ..hal import Accelerator, Platform
 from ..hal.hostfs import ACCESS_DENIED, ACCESS_MISSING
 from .base import Availability, LoadOptions
 from .delegates import LIBRARY_MISSING, NOT_A_DELEGATE, DelegateFailure, load_external_delegate
-from .litert_backend import LITERT_MISSING, LiteRTSession, installed_interpreter_package, open_interpreter
+from .litert_backend import (
+    LITERT_MISSING,
+    THREADS_HELP,
+    LiteRTSession,
+    installed_interpreter_package,
+    open_interpreter,
+)
+from .options import BackendOptions
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +38,23 @@ def parse_device(device: str | None) -> tuple[str | None, int | None]:
         raise InvalidInputError(f"Edge TPU device {device!r} is not valid; use {DEVICE_FORMS}")
     index = match["index"]
     return match["type"], int(index) if index is not None else None
+
+
+class EdgeTPUOptions(BackendOptions):
+    """Which Edge TPU to open, through which libedgetpu."""
+
+    backend: ClassVar[str] = "edgetpu"
+    device: str | None = Field(None, description="usb, usb:N, pci, pci:N or :N (none: the first "
+                               "Edge TPU found)")
+    library: str = Field(LIBRARY, description="libedgetpu soname or path")
+    threads: int | None = Field(None, ge=1, description=THREADS_HELP)
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, value: str | None) -> str | None:
+        if value is not None and _DEVICE.match(value.strip()) is None:
+            raise ValueError(f"use {DEVICE_FORMS}")
+        return value
 
 
 def _candidates(platform: Platform, device_type: str | None) -> list[Accelerator]:
@@ -93,6 +120,7 @@ class EdgeTPUBackend:
 
     name = "edgetpu"
     formats = ("edgetpu",)
+    options_class = EdgeTPUOptions
 
     def probe(self, platform: Platform) -> Availability:
         if installed_interpreter_package() is None:
@@ -107,20 +135,22 @@ class EdgeTPUBackend:
         return Availability.yes(f"{first.describe()}" + (f"; {state}" if state else ""))
 
     def load(self, artifact: Path, options: LoadOptions) -> LiteRTSession:
-        parse_device(options.device)  # a bad device string is the caller's error, before any I/O
+        typed = options.typed(EdgeTPUOptions)
+        device = typed.device
         if not artifact.name.endswith("_edgetpu.tflite"):
             log.warning(
                 "%s is not named *_edgetpu.tflite: ops not compiled for the Edge TPU run on the CPU",
                 artifact.name,
             )
-        library = options.extra.get("library") or LIBRARY  # soname: the dynamic loader searches
-        delegate_options = {"device": options.device} if options.device else {}
-        try:
-            delegate = load_external_delegate(library, delegate_options)
+        delegate_options = {"device": device} if device else {}
+        try:  # a soname: the dynamic loader searches
+            delegate = load_external_delegate(typed.library, delegate_options)
         except DelegateFailure as failure:
             raise BackendUnavailableError(
-                "Edge TPU delegate did not load: "
-                + explain_failure(failure, options.platform, options.device)
+                "Edge TPU delegate did not load: " + explain_failure(failure, options.platform, device)
             ) from failure
-        interpreter = open_interpreter(artifact, options.threads, delegates=[delegate])
-        return LiteRTSession(interpreter, backend_name=self.name)
+        threads = options.threads_for(typed.threads)
+        session = LiteRTSession(open_interpreter(artifact, threads, delegates=[delegate]), self.name)
+        session.device = device or "first Edge TPU"
+        session.effective_options = {**typed.effective(), "threads": threads}
+        return session

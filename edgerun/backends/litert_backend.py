@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import DependencyMissingError, InferenceError, ModelLoadError
 from ..hal import Platform
 from ..types import Quantization, TensorSpec
 from ._imports import has_module
 from .base import Availability, BaseSession, LoadOptions, Tensors
+from .options import BackendOptions
+
+log = logging.getLogger(__name__)
 
 INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+NATIVE_INFO = "INFO: "  # how LiteRT's C++ logger starts an info line on stderr
 
 
 LITERT_MISSING = "python package ai-edge-litert not installed (pip install 'edgerun[litert]')"
@@ -94,6 +104,33 @@ class LiteRTSession(BaseSession):
         self._interpreter = None
 
 
+@contextmanager
+def native_info_to_log() -> Iterator[None]:
+    """LiteRT's C++ runtime prints "INFO: ..." lines (e.g. "Created TensorFlow Lite XNNPACK delegate
+    for CPU.") straight to file descriptor 2. While it loads, they become INFO records of this
+    module's logger, shown with -v; any other line it prints is passed on to stderr unchanged."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            _replay(captured.read().decode("utf-8", "replace"))
+
+
+def _replay(text: str) -> None:
+    for line in text.splitlines(keepends=True):
+        if line.startswith(NATIVE_INFO):
+            log.info("litert: %s", line[len(NATIVE_INFO):].rstrip())
+        else:
+            sys.stderr.write(line)
+    sys.stderr.flush()
+
+
 def open_interpreter(artifact: Path, threads: int | None, delegates: Sequence[Any] = (),
                      xnnpack: bool = True) -> Any:
     """Create and allocate a LiteRT Interpreter; vendor errors become ModelLoadError."""
@@ -104,11 +141,23 @@ def open_interpreter(artifact: Path, threads: int | None, delegates: Sequence[An
     if not xnnpack and hasattr(module, "OpResolverType"):
         kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interpreter = module.Interpreter(**kwargs)
-        interpreter.allocate_tensors()
+        with native_info_to_log():
+            interpreter = module.Interpreter(**kwargs)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelLoadError(f"LiteRT could not load {artifact.name}: {exc}") from exc
     return interpreter
+
+
+THREADS_HELP = "interpreter CPU threads (none: the load's thread count, else LiteRT's default)"
+
+
+class LiteRTOptions(BackendOptions):
+    """LiteRT interpreter settings."""
+
+    backend: ClassVar[str] = "litert"
+    threads: int | None = Field(None, ge=1, description=THREADS_HELP)
+    xnnpack: bool = Field(True, description="apply the XNNPACK CPU delegate (false: reference kernels)")
 
 
 class LiteRTBackend:
@@ -116,14 +165,18 @@ class LiteRTBackend:
 
     name = "litert"
     formats = ("tflite",)
+    options_class = LiteRTOptions
 
     def probe(self, platform: Platform) -> Availability:
         package = installed_interpreter_package()
         return Availability.yes(f"{package} installed") if package else Availability.no(LITERT_MISSING)
 
     def load(self, artifact: Path, options: LoadOptions) -> LiteRTSession:
-        xnnpack = options.extra.get("xnnpack", "on").lower() not in ("off", "false", "0")
+        typed = options.typed(LiteRTOptions)
         if not artifact.is_file():
             raise ModelLoadError(f"LiteRT could not load {artifact}: no such file")
-        interpreter = open_interpreter(artifact, options.threads, xnnpack=xnnpack)
-        return LiteRTSession(interpreter)
+        threads = options.threads_for(typed.threads)
+        session = LiteRTSession(open_interpreter(artifact, threads, xnnpack=typed.xnnpack))
+        session.device = "cpu"
+        session.effective_options = {**typed.effective(), "threads": threads}
+        return session

@@ -6,15 +6,17 @@ import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import BackendUnavailableError, InferenceError, ModelLoadError
 from ..hal import Platform
 from ..types import TensorSpec
 from ._imports import has_module, require
 from .base import Availability, BaseSession, LoadOptions, Tensors
+from .options import BackendOptions
 
 _INPUT_LINE = re.compile(r"^Input\s+\S+\s+0\s+1\s+(?P<blob>\S+)(?P<params>.*)$", re.MULTILINE)
 
@@ -86,46 +88,59 @@ class NcnnSession(BaseSession):
         self._net = None
 
 
+class NcnnOptions(BackendOptions):
+    """ncnn Net settings."""
+
+    backend: ClassVar[str] = "ncnn"
+    threads: int | None = Field(None, ge=1, description="CPU threads (none: the load's thread count, "
+                                "else ncnn's default)")
+    vulkan: bool = Field(False, description="run on the GPU through Vulkan")
+
+
 class NcnnBackend:
-    """Loads ncnn ``.param`` + ``.bin`` pairs; ``device="vulkan"`` uses the GPU through Vulkan."""
+    """Loads ncnn ``.param`` + ``.bin`` pairs; option ``vulkan`` uses the GPU through Vulkan."""
 
     name = "ncnn"
     formats = ("ncnn",)
+    options_class = NcnnOptions
 
     def probe(self, platform: Platform) -> Availability:
         if not has_module("ncnn"):
             return Availability.no("python package ncnn not installed (pip install 'edgerun[ncnn]')")
-        return Availability.yes("ncnn installed (CPU; device='vulkan' for the GPU)")
+        return Availability.yes("ncnn installed (CPU; option vulkan=true for the GPU)")
 
     def load(self, artifact: Path, options: LoadOptions) -> NcnnSession:
         ncnn = require("ncnn", "ncnn")
+        typed = options.typed(NcnnOptions)
         if not artifact.is_file() or not _bin_path(artifact).is_file():
             raise ModelLoadError(
                 f"ncnn could not load {artifact.name}: needs {artifact.name} and "
                 f"{_bin_path(artifact).name} side by side"
             )
         net = ncnn.Net()
-        net.opt.use_vulkan_compute = self._vulkan(ncnn, options.device)
-        if options.threads:
-            net.opt.num_threads = options.threads
+        net.opt.use_vulkan_compute = self._vulkan(ncnn, typed.vulkan)
+        threads = options.threads_for(typed.threads)
+        if threads:
+            net.opt.num_threads = threads
         text = artifact.read_text(encoding="utf-8", errors="replace")
         if net.load_param(str(artifact)) != 0 or net.load_model(str(_bin_path(artifact))) != 0:
             net.clear()
             raise ModelLoadError(f"ncnn could not load {artifact.name}: malformed .param or truncated .bin")
         try:
-            return NcnnSession(ncnn, net, input_shapes(text))
+            session = NcnnSession(ncnn, net, input_shapes(text))
         except InferenceError as exc:
             net.clear()
             raise ModelLoadError(f"ncnn could not run {artifact.name}: {exc}") from exc
+        session.device = "vulkan" if typed.vulkan else "cpu"
+        session.effective_options = {**typed.effective(), "threads": threads}
+        return session
 
     @staticmethod
-    def _vulkan(ncnn: Any, device: str | None) -> bool:
-        if device in (None, "", "cpu"):
+    def _vulkan(ncnn: Any, wanted: bool) -> bool:
+        if not wanted:
             return False
-        if device != "vulkan":
-            raise BackendUnavailableError(f"ncnn device {device!r} is not valid; use 'cpu' or 'vulkan'")
         if ncnn.get_gpu_count() < 1:
             raise BackendUnavailableError(
-                "ncnn device 'vulkan' requested but no Vulkan GPU (or no libvulkan.so.1)"
+                "ncnn option vulkan=true but no Vulkan GPU (or no libvulkan.so.1)"
             )
         return True

@@ -4,17 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import BackendUnavailableError, InferenceError, InvalidInputError, ModelLoadError
 from ..hal import Platform
 from ..types import TensorSpec
 from ._imports import has_module, require
 from .base import Availability, BaseSession, LoadOptions, Tensors
+from .options import BackendOptions
 from .ort_providers import choose_providers, provider_names
 from .tensorrt_cache import default_cache_dir
+
+CPU_PROVIDER = "CPUExecutionProvider"
+_GRAPH_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+                 "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+class OnnxRuntimeOptions(BackendOptions):
+    """onnxruntime session settings."""
+
+    backend: ClassVar[str] = "onnxruntime"
+    threads: int | None = Field(None, ge=1, description="intra-op CPU threads (none: the load's "
+                                "thread count, else onnxruntime's default)")
+    providers: tuple[str, ...] | None = Field(
+        None, min_length=1, description="execution providers in priority order, e.g. "
+        "CUDAExecutionProvider,CPUExecutionProvider (none: CPUExecutionProvider)")
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="graph optimisation level applied at load")
 
 # ONNX Runtime's type strings -> numpy dtype names.
 _ORT_TYPES = {
@@ -88,10 +107,13 @@ class OnnxRuntimeBackend:
             return Availability.no("python package onnxruntime not installed (pip install 'edgerun[onnx]')")
         return Availability.yes("onnxruntime installed")
 
+    options_class = OnnxRuntimeOptions
+
     def load(self, artifact: Path, options: LoadOptions) -> OnnxRuntimeSession:
         ort = require("onnxruntime", "onnx")
+        typed = options.typed(OnnxRuntimeOptions)
         available = ort.get_available_providers()
-        providers = list(options.providers or choose_providers(available, options.platform, _trt_cache(ort)))
+        providers = list(typed.providers or choose_providers(available, options.platform, _trt_cache(ort)))
         missing = [p for p in provider_names(providers) if p not in available]
         if missing:
             raise BackendUnavailableError(
@@ -99,11 +121,16 @@ class OnnxRuntimeBackend:
             )
         session_options = ort.SessionOptions()
         session_options.log_severity_level = 3
-        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if options.threads:
-            session_options.intra_op_num_threads = options.threads
+        session_options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, _GRAPH_LEVELS[typed.graph_optimization])
+        threads = options.threads_for(typed.threads)
+        if threads:
+            session_options.intra_op_num_threads = threads
         try:
             session = ort.InferenceSession(str(artifact), session_options, providers=providers)
         except Exception as exc:  # vendor boundary: InvalidProtobuf, NoSuchFile, Fail, ...
             raise ModelLoadError(f"onnxruntime could not load {artifact.name}: {exc}") from exc
-        return OnnxRuntimeSession(session, session.get_providers())  # what it really runs on
+        opened = OnnxRuntimeSession(session, list(session.get_providers()))
+        opened.effective_options = {**typed.effective(), "threads": threads, "providers": opened.providers}
+        opened.device = "cpu" if opened.providers[0] == CPU_PROVIDER else opened.providers[0]
+        return opened

@@ -6,15 +6,17 @@ import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import BackendUnavailableError, InferenceError, ModelLoadError
 from ..hal import Platform
 from ..types import TensorSpec
 from ._imports import has_module, require
 from .base import Availability, BaseSession, LoadOptions, Tensors
+from .options import BackendOptions
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +60,26 @@ class OpenVinoSession(BaseSession):
         self._requests = threading.local()
 
 
+class OpenVinoOptions(BackendOptions):
+    """OpenVINO compile settings."""
+
+    backend: ClassVar[str] = "openvino"
+    device: str = Field(DEFAULT_DEVICE, min_length=1, description="OpenVINO device: AUTO, CPU, GPU, "
+                        "NPU, GPU.1, AUTO:NPU,CPU, ...")
+    performance_hint: Literal["LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"] = Field(
+        "LATENCY", description="OpenVINO PERFORMANCE_HINT")
+    precision: Literal["f32", "f16", "bf16"] = Field(
+        "f32", description="INFERENCE_PRECISION_HINT (f32 keeps results equal to the fp32 model)")
+    threads: int | None = Field(None, ge=1, description="INFERENCE_NUM_THREADS (none: the load's "
+                                "thread count, else OpenVINO's default)")
+
+
 class OpenVinoBackend:
-    """Loads OpenVINO IR or ONNX; ``device`` is an OpenVINO device (AUTO, CPU, GPU, NPU, AUTO:NPU,CPU)."""
+    """Loads OpenVINO IR or ONNX on an OpenVINO device (AUTO, CPU, GPU, NPU, AUTO:NPU,CPU)."""
 
     name = "openvino"
     formats = ("openvino", "onnx")
+    options_class = OpenVinoOptions
 
     def probe(self, platform: Platform) -> Availability:
         if not has_module("openvino"):
@@ -73,16 +90,18 @@ class OpenVinoBackend:
         ov = require("openvino", "openvino")
         if not artifact.is_file():
             raise ModelLoadError(f"openvino could not load {artifact.name}: no such file")
+        typed = options.typed(OpenVinoOptions)
         core = ov.Core()
-        device = options.device or DEFAULT_DEVICE
+        device = typed.device
         self._check_device(core, device)
         # f32 unless asked: CPUs with bf16 support otherwise run fp32 models in bf16 (top-5 changes).
         config: dict[str, Any] = {
-            "PERFORMANCE_HINT": options.extra.get("hint", "LATENCY"),
-            "INFERENCE_PRECISION_HINT": options.extra.get("precision", "f32"),
+            "PERFORMANCE_HINT": typed.performance_hint,
+            "INFERENCE_PRECISION_HINT": typed.precision,
         }
-        if options.threads:
-            config["INFERENCE_NUM_THREADS"] = options.threads
+        threads = options.threads_for(typed.threads)
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
         try:
             compiled = core.compile_model(core.read_model(str(artifact)), device, config)
         except RuntimeError as exc:  # vendor boundary: unreadable/unsupported model
@@ -90,7 +109,10 @@ class OpenVinoBackend:
             raise ModelLoadError(f"openvino could not load {artifact.name}: {first.strip()}") from exc
         devices = list(compiled.get_property("EXECUTION_DEVICES"))
         log.info("openvino compiled %s for %s (executes on %s)", artifact.name, device, ", ".join(devices))
-        return OpenVinoSession(compiled, devices)
+        session = OpenVinoSession(compiled, devices)
+        session.device = ",".join(devices)
+        session.effective_options = {**typed.effective(), "threads": threads}
+        return session
 
     @staticmethod
     def _check_device(core: Any, device: str) -> None:

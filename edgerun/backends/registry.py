@@ -28,7 +28,10 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "ncnn": "edgerun.backends.ncnn_backend:NcnnBackend",
     "openvino": "edgerun.backends.openvino_backend:OpenVinoBackend",
     "simulated": "edgerun.backends.simulated:SimulatedBackend",
+    "fake": "edgerun.backends.fake:FakeBackend",
 }
+# Chosen only when named (--backend, EDGERUN_BACKEND, a config file): never an automatic fallback.
+EXPLICIT_ONLY: frozenset[str] = frozenset({"fake"})
 
 # Accelerators first, then the CPU runtimes; names not registered are ignored. "simulated" is
 # last: it can only be chosen on an emulated board, where the board profile puts it first.
@@ -87,10 +90,13 @@ class Registry:
             self._instances[name] = _load_target(self._table[name])
         return self._instances[name]
 
-    def order(self, prefer: Sequence[str] = ()) -> list[str]:
-        """Preference order: ``prefer`` first, then the default order, then any plugin."""
+    def order(self, prefer: Sequence[str] = (), explicit: bool = False) -> list[str]:
+        """Preference order: ``prefer`` first, then the default order, then any plugin; backends
+        chosen only by name (``fake``) come last with ``explicit``, else are left out."""
         names = [*prefer, *DEFAULT_ORDER, *self.names()]
-        return [n for i, n in enumerate(names) if n in self._table and n not in names[:i]]
+        ordered = [n for i, n in enumerate(names) if n in self._table and n not in names[:i]]
+        return [n for n in ordered if n not in EXPLICIT_ONLY] + (
+            [n for n in ordered if n in EXPLICIT_ONLY] if explicit else [])
 
     def select(
         self,

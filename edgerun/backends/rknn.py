@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import BackendUnavailableError, InferenceError, InvalidInputError, ModelLoadError
 from ..hal import Platform
@@ -15,6 +16,7 @@ from ..hal.hostfs import ACCESS_OK
 from ..types import Quantization, TensorSpec
 from ._imports import has_module, require
 from .base import Availability, BaseSession, LoadOptions, Tensors
+from .options import BackendOptions
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +145,20 @@ class RknnSession(BaseSession):
         self._rknn = None
 
 
+class RknnOptions(BackendOptions):
+    """RKNNLite runtime settings."""
+
+    backend: ClassVar[str] = "rknn"
+    core_mask: Literal["auto", "0", "1", "2", "0_1", "0_1_2", "all"] = Field(
+        "auto", description="NPU cores to run on (RK3588/RK3576 only; others have one core)")
+
+
 class RknnBackend:
-    """Runs ``.rknn`` models on the Rockchip NPU; ``extra['core_mask']`` picks NPU cores (RK3588/RK3576)."""
+    """Runs ``.rknn`` models on the Rockchip NPU; option ``core_mask`` picks NPU cores (RK3588/RK3576)."""
 
     name = "rknn"
     formats = ("rknn",)
+    options_class = RknnOptions
 
     def probe(self, platform: Platform) -> Availability:
         npu = platform.accelerator("rknpu")
@@ -172,9 +183,10 @@ class RknnBackend:
         )
 
     def load(self, artifact: Path, options: LoadOptions) -> RknnSession:
+        typed = options.typed(RknnOptions)
         module = require("rknnlite.api", "rknn")
         soc = options.platform.facts.get("soc") if options.platform else None
-        mask = core_mask(module.RKNNLite, options.extra.get("core_mask") or options.device, soc)
+        mask = core_mask(module.RKNNLite, typed.core_mask, soc)
         rknn = module.RKNNLite(verbose=False)
         code = rknn.load_rknn(str(artifact))
         if code != 0:
@@ -186,7 +198,10 @@ class RknnBackend:
                 f"rknn could not start {artifact.name}: {explain('init_runtime', code)}"
             )
         try:
-            return RknnSession(rknn)
+            session = RknnSession(rknn)
         except ModelLoadError:
             rknn.release()
             raise
+        session.device = f"npu cores {typed.core_mask}"
+        session.effective_options = typed.effective()
+        return session

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import ModelLoadError
 from ..hal import Platform
@@ -14,6 +17,7 @@ from ..types import TensorSpec
 from .base import Availability, LoadOptions, Session, Tensors
 from .litert_backend import LiteRTBackend
 from .onnxruntime_backend import OnnxRuntimeBackend
+from .options import BackendOptions
 
 _RUNNERS: dict[str, type[OnnxRuntimeBackend] | type[LiteRTBackend]] = {
     ".onnx": OnnxRuntimeBackend,
@@ -33,6 +37,8 @@ class SimulatedSession:
         self.runs_on = inner.backend_name
         self.backend_name = f"{simulates} (simulated)"
         self.thread_safe = inner.thread_safe
+        self.device = f"cpu (standing in for {simulates})"
+        self.effective_options: Mapping[str, Any] = dict(getattr(inner, "effective_options", {}))
 
     @property
     def input_specs(self) -> tuple[TensorSpec, ...]:
@@ -55,12 +61,21 @@ class SimulatedSession:
         self.close()
 
 
+class SimulatedOptions(BackendOptions):
+    """The simulated backend runs the model with onnxruntime or LiteRT on this machine's CPU."""
+
+    backend: ClassVar[str] = "simulated"
+    threads: int | None = Field(None, ge=1, description="CPU threads of the runtime underneath "
+                                "(none: the load's thread count)")
+
+
 class SimulatedBackend:
     """Available only on an emulated platform (a device tree with edgerun-snapshot.json) whose board
     has an accelerator; loads ONNX with onnxruntime or TFLite with LiteRT on this machine's CPU."""
 
     name = "simulated"
     formats = ("onnx", "tflite")
+    options_class = SimulatedOptions
 
     def probe(self, platform: Platform) -> Availability:
         if not platform.emulated:
@@ -81,5 +96,7 @@ class SimulatedBackend:
         runner = _RUNNERS.get(artifact.suffix.lower())
         if runner is None:
             raise ModelLoadError(f"simulated backend runs .onnx or .tflite files, not {artifact.name}")
+        typed = options.typed(SimulatedOptions)
         target = (simulated_target(options.platform) if options.platform else None) or "accelerator"
-        return SimulatedSession(runner().load(artifact, options), target)
+        inner = dataclasses.replace(options, threads=options.threads_for(typed.threads), options=None)
+        return SimulatedSession(runner().load(artifact, inner), target)

@@ -13,9 +13,10 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from ..errors import BackendUnavailableError, InferenceError, InvalidInputError, ModelLoadError
 from ..hal import Platform
@@ -26,8 +27,50 @@ from . import cudart
 from . import tensorrt_cache as cache
 from ._imports import has_module, require
 from .base import Availability, BaseSession, LoadOptions, Tensors
+from .options import BackendOptions
 
 log = logging.getLogger(__name__)
+
+_GPU_DEVICE = re.compile(r"(?:gpu)?:?(\d*)")
+_SHAPE = re.compile(r"\d+(?:x\d+)*")
+
+
+class TensorRTOptions(BackendOptions):
+    """Engine build and device settings (the cache key includes every one that changes the engine)."""
+
+    backend: ClassVar[str] = "tensorrt"
+    device: str = Field("gpu:0", description="CUDA device: gpu, gpu:N or N")
+    precision: Literal["fp32", "fp16", "int8"] | None = Field(
+        None, description="engine precision built from ONNX (none: fp16 where TensorRT has it, else fp32)")
+    workspace_mib: int = Field(1024, ge=1, description="builder workspace memory pool limit, MiB")
+    dla_core: int | None = Field(None, ge=0, description="build for this DLA core (Jetson Xavier/Orin), "
+                                 "layers DLA cannot run fall back to the GPU")
+    builder_optimization_level: int | None = Field(
+        None, ge=0, le=5, description="builder optimisation level 0-5 (none: TensorRT's default, 3)")
+    calibration_cache: str | None = Field(None, description="int8 calibration cache file (from "
+                                          "edgerun optimize --target tensorrt)")
+    cache_dir: str | None = Field(None, description="engine cache folder (none: $EDGERUN_CACHE_DIR/"
+                                  "tensorrt, systemd's CACHE_DIRECTORY, else ~/.cache)")
+    max_batch: int = Field(1, ge=1, description="largest batch of the optimisation profile for a "
+                           "dynamic batch dim")
+    shapes: dict[str, str] = Field(default_factory=dict, description="fixed shapes for inputs with "
+                                   "dynamic dims: input=1x3x224x224")
+
+    @field_validator("device")
+    @classmethod
+    def _gpu_device(cls, value: str) -> str:
+        if _GPU_DEVICE.fullmatch(value.strip().lower()) is None:
+            raise ValueError("use gpu, gpu:N or N (DLA cores are chosen with dla_core=N)")
+        return value
+
+    @field_validator("shapes")
+    @classmethod
+    def _shape_form(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [f"{k}={v}" for k, v in value.items() if _SHAPE.fullmatch(v.lower()) is None]
+        if bad:
+            raise ValueError(f"write shapes as name=1x3x224x224, not {', '.join(bad)}")
+        return value
+
 
 MIN_VERSION = (8, 5)  # name-based tensor API: set_input_shape, set_tensor_address, execute_async_v3
 _DISTRIBUTIONS = ("tensorrt", "tensorrt-cu12", "tensorrt-cu12-bindings", "tensorrt-cu13", "tensorrt-cu11")
@@ -198,14 +241,14 @@ def _precision_flags(trt: Any, config: Any, precision: str, calibration: bytes |
     if precision != "int8":
         return None
     if calibration is None:
-        raise InvalidInputError("precision int8 needs a calibration cache: extra={'calibration_cache': PATH}")
+        raise InvalidInputError("precision int8 needs a calibration cache: option calibration_cache=PATH")
     calibrator = _calibrator(trt, calibration)
     config.int8_calibrator = calibrator
     return calibrator
 
 
 def _device_config(trt: Any, config: Any, device: str) -> None:
-    match = re.fullmatch(r"dla:?(\d)", device)
+    match = re.fullmatch(r"dla(\d+)", device)
     if match:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(match[1])
@@ -220,11 +263,13 @@ def build_engine(
     builder: Any,
     logger: Any,
     calibration: bytes | None,
-    workspace_mib: int,
+    options: TensorRTOptions,
 ) -> bytes:
     """Build a serialized engine for ``key`` with phase-by-phase progress in the log."""
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    if options.builder_optimization_level is not None:
+        config.builder_optimization_level = options.builder_optimization_level
     keep_alive = [_precision_flags(trt, config, key.precision, calibration)]
     _device_config(trt, config, key.device)
     profile = builder.create_optimization_profile()
@@ -324,27 +369,23 @@ class TensorRTSession(BaseSession):
         self._context = self._engine = None
 
 
-def parse_device(device: str | None) -> tuple[int, str]:
-    """ "gpu", "gpu:1", "1" or "dla:0" -> (CUDA device index, engine device label)."""
-    text = (device or "gpu:0").strip().lower()
-    match = re.fullmatch(r"(?:gpu:?)?(\d*)|(dla):?(\d)|gpu", text)
+def parse_device(device: str, dla_core: int | None = None) -> tuple[int, str]:
+    """ "gpu", "gpu:1" or "1" (and a DLA core) -> (CUDA device index, engine device label)."""
+    match = _GPU_DEVICE.fullmatch(device.strip().lower())
     if match is None:
-        raise InvalidInputError(f"TensorRT device {device!r} is not valid; use gpu, gpu:N or dla:N")
-    if match[2]:
-        return 0, f"dla{match[3]}"
-    return int(match[1] or 0), "gpu"
+        raise InvalidInputError(f"TensorRT device {device!r} is not valid; use gpu, gpu:N or N "
+                                "(DLA cores are chosen with dla_core=N)")
+    return int(match[1] or 0), "gpu" if dla_core is None else f"dla{dla_core}"
 
 
-def shape_overrides(extra: Mapping[str, str]) -> dict[str, tuple[int, ...]]:
-    """extra {'shape.input': '1x3x224x224'} -> {'input': (1, 3, 224, 224)}."""
-    shapes = {}
-    for key, value in extra.items():
-        if key.startswith("shape."):
-            try:
-                shapes[key.removeprefix("shape.")] = tuple(int(d) for d in value.lower().split("x"))
-            except ValueError:
-                raise InvalidInputError(f"{key}={value!r}: write a shape as 1x3x224x224") from None
-    return shapes
+def shape_overrides(shapes: Mapping[str, str]) -> dict[str, tuple[int, ...]]:
+    """{'input': '1x3x224x224'} -> {'input': (1, 3, 224, 224)}."""
+    parsed = {}
+    for name, value in shapes.items():
+        if _SHAPE.fullmatch(value.lower()) is None:
+            raise InvalidInputError(f"shapes {name}={value!r}: write a shape as 1x3x224x224")
+        parsed[name] = tuple(int(d) for d in value.lower().split("x"))
+    return parsed
 
 
 class TensorRTBackend:
@@ -352,6 +393,7 @@ class TensorRTBackend:
 
     name = "tensorrt"
     formats = ("tensorrt", "onnx")
+    options_class = TensorRTOptions
 
     def probe(self, platform: Platform) -> Availability:
         problem = _gpu_problem(platform)
@@ -378,10 +420,11 @@ class TensorRTBackend:
     def load(self, artifact: Path, options: LoadOptions) -> TensorRTSession:
         if not artifact.is_file():
             raise ModelLoadError(f"TensorRT could not load {artifact}: no such file")
+        typed = options.typed(TensorRTOptions)
         trt = require("tensorrt", "tensorrt")
-        index, device = parse_device(options.device)
-        runtime = cudart.load(options.platform)
-        gpu_name, capability = gpu_identity(runtime, index)
+        index, device = parse_device(typed.device, typed.dla_core)
+        cuda = cudart.load(options.platform)
+        gpu_name, capability = gpu_identity(cuda, index)
         logger = _logger(trt)
         runtime = trt.Runtime(logger)
         here = {
@@ -389,13 +432,16 @@ class TensorRTBackend:
             "gpu_name": gpu_name,
             "compute_capability": capability,
             "device": device,
-            "cuda_runtime": runtime.path,
+            "cuda_runtime": cuda.path,
         }
         if artifact.suffix.lower() in (".engine", ".plan"):
             engine, info = self._engine_file(runtime, logger, artifact, here)
         else:
-            engine, info = self._engine_from_onnx(trt, runtime, logger, artifact, options, here)
-        return TensorRTSession(trt, runtime, engine, info)
+            engine, info = self._engine_from_onnx(trt, runtime, logger, artifact, typed, here)
+        session = TensorRTSession(trt, cuda, engine, info)
+        session.device = f"gpu:{index}" if device == "gpu" else f"{device} (gpu:{index} fallback)"
+        session.effective_options = {**typed.effective(), "precision": info.get("precision", "engine file")}
+        return session
 
     @staticmethod
     def _engine_file(runtime: Any, logger: Any, artifact: Path, here: Mapping[str, str]) -> tuple[Any, dict]:
@@ -417,17 +463,14 @@ class TensorRTBackend:
         runtime: Any,
         logger: Any,
         artifact: Path,
-        options: LoadOptions,
+        options: TensorRTOptions,
         here: Mapping[str, str],
     ) -> tuple[Any, dict]:
-        calibration_file = options.extra.get("calibration_cache")
-        calibration = Path(calibration_file).read_bytes() if calibration_file else None
+        calibration = _read_calibration(options.calibration_cache)
         builder = trt.Builder(logger)
         network, _parser = _parse_onnx(trt, builder, logger, artifact)
-        key = engine_key(trt, network, artifact, options.extra, here, calibration)
-        cache_dir = (
-            Path(options.extra["cache_dir"]) if options.extra.get("cache_dir") else cache.default_cache_dir()
-        )
+        key = engine_key(trt, network, artifact, options, here, calibration)
+        cache_dir = Path(options.cache_dir) if options.cache_dir else cache.default_cache_dir()
         info = {"precision": key.precision, **here}
         cached, reason = cache.lookup(cache_dir, key)
         if cached is not None:
@@ -437,8 +480,7 @@ class TensorRTBackend:
             reason = f"{cached.name} did not deserialize"
         log.info("TensorRT engine for %s must be built: %s", artifact.name, reason)
         started = time.monotonic()
-        workspace = int(options.extra.get("workspace_mib", 1024))
-        data = build_engine(trt, artifact, key, network, builder, logger, calibration, workspace)
+        data = build_engine(trt, artifact, key, network, builder, logger, calibration, options)
         stored = cache.store(cache_dir, key, data, time.monotonic() - started)
         log.warning("TensorRT engine built in %.0f s, cached at %s", time.monotonic() - started, stored)
         engine = runtime.deserialize_cuda_engine(data)
@@ -448,21 +490,28 @@ class TensorRTBackend:
         return engine, {"engine": str(stored), "cache": f"built ({reason})", **info}
 
 
+def _read_calibration(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"calibration_cache {path}: {exc.strerror or exc}") from None
+
+
 def engine_key(
     trt: Any,
     network: Any,
     artifact: Path,
-    extra: Mapping[str, str],
+    options: TensorRTOptions,
     here: Mapping[str, str],
     calibration: bytes | None,
 ) -> cache.EngineKey:
     """The cache key of the engine this request needs (precision, profile, machine, model bytes)."""
-    precision = extra.get("precision", "fp16" if hasattr(trt.BuilderFlag, "FP16") else "fp32")
-    if precision not in cache.PRECISIONS:
-        raise InvalidInputError(f"precision {precision!r} is not one of {', '.join(cache.PRECISIONS)}")
+    precision = options.precision or ("fp16" if hasattr(trt.BuilderFlag, "FP16") else "fp32")
     try:
         inputs = cache.profile_for(
-            _network_inputs(network), int(extra.get("max_batch", 1)), shape_overrides(extra)
+            _network_inputs(network), options.max_batch, shape_overrides(options.shapes)
         )
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None

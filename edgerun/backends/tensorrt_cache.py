@@ -77,7 +77,7 @@ def profile_for(
         if any(d < 0 for d in inner):
             raise ValueError(
                 f"input {name!r} has dynamic dims {list(dims)} beyond the batch; "
-                f"give its shape, e.g. extra={{'shape.{name}': '1x3x224x224'}}"
+                f"give its shape with the option shapes={name}=1x3x224x224"
             )
         if dims and dims[0] < 0:
             profiles.append(InputProfile(name, (1, *inner), (1, *inner), (max(1, max_batch), *inner)))

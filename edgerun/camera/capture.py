@@ -9,12 +9,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..errors import DependencyMissingError, InvalidInputError
 from .uri import IMAGE_SUFFIXES, SourceSpec, jetson_csi_pipeline, libcamera_pipeline
+
+if TYPE_CHECKING:
+    from ..hal import Platform
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +40,19 @@ def default_decode_threads() -> int:
 @dataclass(frozen=True)
 class OpenOptions:
     """How long opening and reading may block, FFmpeg's decoder threads, and where the HAL reads the
-    board (for csi://)."""
+    board (for csi:// and V4L2 nodes); ``platform``, when the caller detected it, is used as is."""
 
     open_timeout_s: float = 5.0
     read_timeout_s: float = 5.0
     host_root: Path = Path("/")
     decode_threads: int = field(default_factory=default_decode_threads)
+    platform: Platform | None = None
+
+    def detected(self) -> Platform:
+        """The platform: the one passed in, else detected from ``host_root`` now."""
+        from ..hal import HostFS, detect
+
+        return self.platform if self.platform is not None else detect(HostFS(self.host_root))
 
 
 class Capture(Protocol):
@@ -204,8 +214,12 @@ def _images(spec: SourceSpec, options: OpenOptions) -> Capture:
 
 
 def _v4l2(spec: SourceSpec, options: OpenOptions) -> Capture:
-    if not Path(spec.target).exists():
-        raise SourceError(f"no video device {spec.target} (is the camera plugged in and mapped?)")
+    from ..hal import HostFS
+    from ..hal.video import video_node_problem
+
+    problem = video_node_problem(HostFS(options.host_root), spec.target)
+    if problem is not None:
+        raise SourceError(problem)
     cv2 = cv2_module()
     cap = cv2.VideoCapture(spec.target, cv2.CAP_V4L2)
     if not cap.isOpened():
@@ -240,12 +254,11 @@ def _gstreamer(pipeline: str, description: str) -> Capture:
 
 
 def _csi(spec: SourceSpec, options: OpenOptions) -> Capture:
-    from ..hal import HostFS, detect
     from ..hal.boards import profile_for
 
     sensor = int(spec.target)
     size = (spec.options.get("width", 1280), spec.options.get("height", 720), spec.options.get("fps", 30))
-    platform = detect(HostFS(options.host_root))
+    platform = options.detected()
     family = profile_for(platform).family
     description = f"csi://{sensor} on {platform.board}"
     if family == "jetson":

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..errors import InvalidInputError
+from ..hal.video import is_device_path, is_video_node, video_node
 
 KINDS = ("v4l2", "csi", "rtsp", "http", "file", "images")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -62,8 +63,8 @@ def _device_options(query: str, uri: str) -> dict[str, int]:
 def _v4l2(rest: str, uri: str) -> SourceSpec:
     location, _, query = rest.partition("?")
     if location.isdigit():
-        location = f"/dev/video{location}"
-    if not re.fullmatch(r"/dev/[A-Za-z0-9_./-]+", location) or ".." in location:
+        location = video_node(int(location))
+    if not is_device_path(location):
         raise InvalidInputError(f"source {uri!r}: expected v4l2:///dev/videoN or v4l2://N")
     return SourceSpec("v4l2", location, _device_options(query, uri))
 
@@ -91,7 +92,7 @@ def _path(text: str, uri: str) -> SourceSpec:
     path = Path(text).expanduser()
     if path.is_dir() or Path(text).suffix.lower() in IMAGE_SUFFIXES:
         return SourceSpec("images", str(path))
-    if text.startswith("/dev/video"):
+    if is_video_node(text):
         return _v4l2(text, uri)
     return SourceSpec("file", str(path))
 

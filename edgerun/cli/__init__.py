@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import __version__
 from ..errors import EdgerunError
 
 EXIT_ERROR = 1
@@ -33,19 +34,26 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", type=Path, default=None,
                         help="read /proc, /sys, /dev, /etc under this directory (a captured device tree)")
-    common.add_argument("--json", action="store_true", help="print JSON instead of text")
-    common.add_argument("-v", "--verbose", action="store_true", help="log backend selection")
+    common.add_argument("--json", action="store_true", help="print JSON to stdout instead of text")
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what edgerun does (backend choice, loads, the runtimes' own messages); "
+                             "-vv: debug detail")
     parser = argparse.ArgumentParser(prog="edgerun", description="Edge-device inference runtime.")
+    parser.add_argument("--version", action="version", version=f"edgerun {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for module_name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{module_name}").register(commands, common)
     return parser
 
 
+def log_level(verbose: int) -> int:
+    """The same meaning for every command: no -v WARNING, -v INFO, -vv DEBUG."""
+    return (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level(args.verbose), format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args))
     except EdgerunError as exc:

@@ -69,3 +69,11 @@ def port_number(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port number in 0..65535, got {text!r}")
     return value
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """KEY=VALUE (a backend option) -> (KEY, VALUE); the value may be empty or contain '='."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()

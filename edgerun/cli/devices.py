@@ -10,6 +10,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .backends import backends_table
+from .common import indent, table
+
 log = logging.getLogger(__name__)
 
 
@@ -26,22 +29,6 @@ def _power_report(fs: Any) -> dict[str, Any]:
     if not sensors:
         report["unavailable"] = power.unavailable_reason(findings)
     return report
-
-
-def _backends_report(registry: Any, platform: Any, prefer: Sequence[str]) -> list[dict[str, Any]]:
-    rows = []
-    for name in registry.order(prefer):
-        backend = registry.get(name)
-        availability = backend.probe(platform)
-        rows.append(
-            {
-                "name": name,
-                "formats": list(backend.formats),
-                "available": availability.ok,
-                "reason": availability.reason,
-            }
-        )
-    return rows
 
 
 def _models_report(
@@ -82,6 +69,8 @@ def devices_report(settings: Any) -> dict[str, Any]:
     from ..hal.boards import backend_preference, profile_for
     from ..hal.hostfs import HostFS
     from ..hal.platform import detect
+    from ..hal.video import list_cameras
+    from .backends import backend_rows
 
     fs = HostFS(settings.host_root)
     platform = detect(fs)
@@ -92,8 +81,9 @@ def devices_report(settings: Any) -> dict[str, Any]:
         "platform": platform.to_dict(),
         "board_profile": {"family": profile.family, "camera": profile.camera, "backend_preference": prefer},
         "power": _power_report(fs),
+        "cameras": [camera.to_dict() | {"source": camera.source_uri()} for camera in list_cameras(fs)],
         "opencv": _opencv_report(profile.family),
-        "backends": _backends_report(registry, platform, prefer),
+        "backends": backend_rows(registry, platform, prefer),
         "models": _models_report(registry, platform, settings, prefer),
     }
 
@@ -117,21 +107,31 @@ def _text_lines(report: dict[str, Any]) -> list[str]:
     power = report["power"]
     lines.append("power sensors:" + ("" if power["sensors"] else f" none ({power.get('unavailable', '')})"))
     lines += [f"  {s['name']}: rails {', '.join(s['rails'])}; total = {s['total']}" for s in power["sensors"]]
-    profile = report["board_profile"]
-    lines.append(f"camera: {profile['camera']}")
+    lines += _cameras_lines(report["cameras"], report["board_profile"]["camera"])
     cv = report["opencv"]
     lines.append(f"opencv: cv2 {cv['version']} from {cv['module']} ({cv['distribution']}), GStreamer "
                  f"{'yes' if cv['gstreamer'] else 'no'}" if cv["module"] else "opencv: cv2 not installed")
     lines += [f"  warning: {cv['warning']}"] if cv["warning"] else []
     lines.append("backends (in this board's preference order):")
-    for row in report["backends"]:
-        state = "available" if row["available"] else "unavailable"
-        lines.append(f"  {row['name']:<12} {state:<12} {row['reason']}")
+    lines.append(indent(backends_table(report["backends"])))
     lines.append("models:")
-    for row in report["models"]:
-        target = f"{row['backend']} ({row['artifact']})" if row["backend"] else "no backend"
-        lines.append(f"  {row['model']:<20} -> {target}")
+    models = [(r["model"], r["backend"] or "no backend", r["artifact"]) for r in report["models"]]
+    lines.append(indent(table(("model", "backend", "artifact"), models)))
     return lines
+
+
+def _cameras_lines(cameras: list[dict[str, Any]], hint: str) -> list[str]:
+    if not cameras:
+        return [f"cameras: none found (no V4L2 capture node); this board's usual camera: {hint}"]
+    rows = [(c["node"], c["name"], c["kind"], c["access"], c["source"], _formats_text(c)) for c in cameras]
+    return ["cameras:", indent(table(("node", "name", "kind", "access", "source", "formats"), rows))]
+
+
+def _formats_text(camera: dict[str, Any]) -> str:
+    if camera["formats"]:
+        return "; ".join(f"{fourcc} {' '.join(sizes[:4])}{' ...' if len(sizes) > 4 else ''}"
+                         for fourcc, sizes in camera["formats"].items())
+    return camera["note"] or "read on the device itself (ioctl)"
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
-from .common import print_json, repository_from, settings_from
+from .common import print_json, repository_from, settings_from, table
 
 TASKS = {"classify": "classification", "detect": "detection"}
 
@@ -21,8 +21,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
-    for row in rows:
-        print(f"{row['name']:<20} {row['task']:<15} {','.join(row['formats']):<12} {row['description']}")
+    print(table(("model", "task", "formats", "description"),
+                [(r["name"], r["task"], ",".join(r["formats"]), r["description"]) for r in rows]))
     return 0
 
 

@@ -1,9 +1,8 @@
-"""`edgerun optimize`: parse options, run the optimisation, print the report, write JSON."""
+"""`edgerun optimize`: parse options, run the optimisation, print the report (a table, or JSON)."""
 
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
@@ -14,11 +13,10 @@ METHOD_CHOICES = ("percentile", "minmax", "entropy")
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add the `optimize` subcommand (its --json takes an optional FILE, replacing the common flag)."""
+    """Add the `optimize` subcommand (--json prints the report as JSON instead of the table)."""
     parser = commands.add_parser(
         "optimize",
-        parents=[copy.deepcopy(common)],
-        conflict_handler="resolve",
+        parents=[common],
         help="int8/fp16 conversion with an accuracy report, per-target compiler steps",
         description="Make an optimised model package: int8 (static, calibrated) or fp16, compared "
         "with the fp32 model on held-out images; or the compiler step for a target.",
@@ -80,14 +78,6 @@ def _add_target_and_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     parser.add_argument("--latency-runs", type=count, default=50, help="profiler runs per model (0: skip)")
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the runtime")
-    parser.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        default=None,
-        metavar="FILE",
-        help="write the JSON report to FILE; without FILE print it instead of the table",
-    )
 
 
 def _request(args: argparse.Namespace, threads: int | None):  # -> OptimizeRequest
@@ -121,19 +111,14 @@ def _request(args: argparse.Namespace, threads: int | None):  # -> OptimizeReque
 def cmd_optimize(args: argparse.Namespace) -> int:
     from ..optimize.report import format_table, write_json
     from ..optimize.runner import optimize
-    from ..outputs import check_output_file
     from .common import settings_from
 
     settings = settings_from(args)
-    if args.json not in (None, "-"):
-        check_output_file(args.json, "--json")
     report = optimize(_request(args, settings.threads), settings)
-    if args.json == "-":
+    if args.json:
         write_json(report, "-")
     else:
         print(format_table(report))
-    if args.json not in (None, "-"):
-        write_json(report, args.json)
     if report.refused:
         print(f"edgerun: error: {report.reason}", file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from .argtypes import positive_int
-from .common import print_json, repository_from, settings_from
+from .common import add_backend_arguments, load_options_from, print_json, repository_from, settings_from
 
 
 def _print_result(result: Any) -> None:
@@ -47,17 +47,20 @@ def _model_for(args: argparse.Namespace, repository: Any) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..backends.base import LoadOptions
-    from ..predictor import Predictor
+    from ..predictor import Predictor, effective_settings
 
     settings = settings_from(args)
     repository = repository_from(settings)
     task = TASKS[args.task] if args.task else "auto"
     with Predictor.open(_model_for(args, repository), backend=args.backend, settings=settings,
                         repository=repository, task=task,
-                        options=LoadOptions(threads=settings.threads)) as predictor:
+                        options=load_options_from(args, settings)) as predictor:
         result = predictor.predict(args.image, top_k=args.top_k)
-    print_json(result.to_dict()) if args.json else _print_result(result)
+        effective = effective_settings(predictor.session)
+    if args.json:
+        print_json({**result.to_dict(), "device": effective["device"], "options": effective["options"]})
+    else:
+        _print_result(result)
     return 0
 
 
@@ -69,7 +72,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     predict.add_argument("--task", choices=sorted(TASKS), default=None,
                          help="classify (default model mobilenet_v2) or detect (a COCO detector); for a bare "
                               "model file without metadata it picks the pipeline")
-    predict.add_argument("--backend", default=None, help="force a backend (see `edgerun backends`)")
+    add_backend_arguments(predict)
     predict.add_argument("--top-k", type=positive_int, default=None, help="classes to show (classification)")
     predict.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the runtime")
     predict.set_defaults(handler=cmd_predict)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
@@ -11,8 +10,10 @@ from typing import TYPE_CHECKING, TextIO
 
 from ..profiler.scenarios import SCENARIOS, Progress
 from .argtypes import count, non_negative_float, positive_float, positive_int
+from .common import add_backend_arguments
 
 if TYPE_CHECKING:
+    from ..backends.options import BackendOptions
     from ..profiler.runner import ProfileConfig, ProfileReport
 
 BAR_WIDTH = 28
@@ -63,11 +64,9 @@ class ProgressBar:
 
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add the `profile` subcommand (its --json takes an optional FILE, replacing the common flag)."""
-    # argparse shares a parent's action objects with every child, and "resolve" edits the
-    # conflicting one in place: resolve against a private copy so other commands keep --json.
+    """Add the `profile` subcommand (--json prints the report; -o/--output writes it to a file)."""
     parser = commands.add_parser(
-        "profile", parents=[copy.deepcopy(common)], conflict_handler="resolve",
+        "profile", parents=[common],
         help="measure cold start, latency, throughput, memory, power and thermals",
         description="Profile a model (default: the embedded classifier) after MLPerf LoadGen's scenarios.")
     parser.add_argument("model", nargs="?", default=None, help="model name or path (default: mobilenet_v2)")
@@ -77,8 +76,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default=None,
-                        help="backend name, or 'all' to compare every available backend")
+    add_backend_arguments(parser, "backend name, or 'all' to compare every available backend")
     parser.add_argument("--scenario", choices=SCENARIOS, default="single-stream")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--runs", type=positive_int, help="measured queries (default 200)")
@@ -104,19 +102,19 @@ def _add_power_and_output_options(parser: argparse.ArgumentParser) -> None:
                         help="report energy per inference above the idle baseline")
     parser.add_argument("--power-interval", type=positive_float, default=0.1,
                         help="power sampling interval in seconds (0.1)")
-    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                        help="write the JSON report to FILE; without FILE print it instead of the table")
+    parser.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+                        help="write the JSON report to FILE (--json prints it instead of the table)")
     parser.add_argument("--csv", type=Path, default=None, metavar="FILE", help="per-query latencies as CSV")
     parser.add_argument("--plot", type=Path, default=None, metavar="FILE",
                         help="latency histogram and power over time, .png or self-contained .html")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _config(args: argparse.Namespace, threads: int | None) -> ProfileConfig:
+def _config(args: argparse.Namespace, threads: int | None, options: BackendOptions | None) -> ProfileConfig:
     from ..profiler.agreement import default_samples_dir
     from ..profiler.runner import ProfileConfig
 
-    return ProfileConfig(
+    return ProfileConfig(options=options,
         scenario=args.scenario, runs=args.runs, duration_s=args.duration, warmup=args.warmup,
         batch=args.batch, qps=args.qps, latency_bound_ms=args.latency_bound_ms, threads=threads,
         idle_s=args.idle, subtract_idle=args.subtract_idle, power_interval_s=args.power_interval,
@@ -127,13 +125,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from ..hal import HostFS
     from ..profiler.plot import check_plot_target
     from ..profiler.runner import Host, Profiler
-    from .common import repository_from, settings_from
+    from .common import load_options_from, repository_from, settings_from
 
     settings = settings_from(args)
     if args.plot is not None:
         check_plot_target(args.plot)
     _check_outputs(args)
-    config = _config(args, settings.threads)
+    config = _config(args, settings.threads, load_options_from(args, settings).options)
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() and not args.no_progress else None
     profiler = Profiler(config, Host.probe(HostFS(settings.host_root)), repository_from(settings),
                         progress=bar)
@@ -150,8 +148,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
     """Every file the run will write is writable, checked before the (long) measurement starts."""
     from ..outputs import check_output_file
 
-    for flag, path in (("--json", args.json), ("--csv", args.csv), ("--plot", args.plot)):
-        if path is not None and str(path) != "-":
+    for flag, path in (("--output", args.output), ("--csv", args.csv), ("--plot", args.plot)):
+        if path is not None:
             check_output_file(path, flag)
 
 
@@ -159,19 +157,19 @@ def _write_outputs(args: argparse.Namespace, report: ProfileReport) -> None:
     from ..profiler.plot import write_plot
     from ..profiler.report import format_summary, write_csv, write_json
 
-    if args.json == "-":
+    if args.json:
         write_json(report, "-")
     else:
         print(format_summary(report))
     written = []
-    if args.json not in (None, "-"):
-        write_json(report, args.json)
-        written.append(f"JSON {args.json}")
+    if args.output is not None:
+        write_json(report, args.output)
+        written.append(f"JSON {args.output}")
     if args.csv is not None:
         written.append(f"CSV {args.csv} ({write_csv(report, args.csv)} queries)")
     if args.plot is not None:
         write_plot(report, args.plot)
         written.append(f"plot {args.plot}")
     if written:
-        print("wrote " + ", ".join(written), file=sys.stderr if args.json == "-" else sys.stdout)
+        print("wrote " + ", ".join(written), file=sys.stderr if args.json else sys.stdout)
 

@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import InvalidInputError
 from ..repository import DEFAULT_DETECTOR
 from .argtypes import positive_float, positive_int
+from .common import add_backend_arguments
 
 
 def label_list(text: str) -> list[str]:
@@ -87,22 +88,23 @@ def _stop_on_sigterm() -> None:
 def run_local(args: argparse.Namespace) -> int:
     import time
 
-    from ..backends.base import LoadOptions
     from ..camera.capture import OpenOptions, open_capture
     from ..camera.pipeline import PipelineOptions, StreamPipeline, filtered
     from ..camera.pump import FramePump
     from ..camera.uri import parse_source
+    from ..hal import HostFS, detect
     from ..predictor import Predictor
-    from .common import repository_from, settings_from
+    from .common import load_options_from, repository_from, settings_from
 
     spec = parse_source(args.source)
     settings = settings_from(args)
     _check_outputs(args)
-    options = OpenOptions(args.open_timeout, args.open_timeout, settings.host_root)
+    platform = detect(HostFS(settings.host_root))  # once: the model load and every (re)open share it
+    options = OpenOptions(args.open_timeout, args.open_timeout, settings.host_root, platform=platform)
     lossless = not spec.live and not args.realtime
     with Predictor.open(args.model or DEFAULT_DETECTOR, backend=args.backend, settings=settings,
-                        repository=repository_from(settings), task="auto",
-                        options=LoadOptions(threads=settings.threads)) as predictor:
+                        repository=repository_from(settings), task="auto", platform=platform,
+                        options=load_options_from(args, settings)) as predictor:
         capture = open_capture(spec, options)
         sinks = _sinks(args, capture.fps)
         pump = FramePump(lambda: open_capture(spec, options), "run", lossless=lossless,
@@ -126,6 +128,7 @@ def run_local(args: argparse.Namespace) -> int:
 
 def run_served(args: argparse.Namespace) -> int:
     from ..serving.config import ServeConfig, checked
+    from .common import backend_option_values, load_options_from, settings_from
     from .serve import run_service
 
     if args.output is not None or args.json_lines is not None or args.max_frames is not None:
@@ -136,9 +139,13 @@ def run_served(args: argparse.Namespace) -> int:
     if args.max_fps:
         options["max_fps"] = args.max_fps
     model = args.model or DEFAULT_DETECTOR
+    load_options_from(args, settings_from(args))  # bad options fail here, before the service starts
+    values = backend_option_values(args)
+    device = values.pop("device", None)
     config = checked(lambda: ServeConfig(
         server={"host": args.host, "port": args.port},
-        models=({"name": model, "backend": args.backend, "threads": args.threads},),
+        models=({"name": model, "backend": args.backend, "threads": args.threads,
+                 "device": device, "options": values},),
         streams=({"source": args.source, "model": model, "options": options},)), "command line")
     if args.root is not None:
         settings = dataclasses.replace(config.settings, host_root=args.root)
@@ -160,7 +167,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                         help="v4l2:///dev/video0 or 0, csi://0, rtsp://..., http(s)://... (MJPEG), "
                              "file://video.mp4 or a path, an image folder or a glob")
     parser.add_argument("--model", default=None, help=f"model name or path (default: {DEFAULT_DETECTOR})")
-    parser.add_argument("--backend", default=None, help="force a backend (see `edgerun backends`)")
+    add_backend_arguments(parser)
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the runtime")
     parser.add_argument("--output", type=Path, default=None, metavar="out.mp4|DIR",
                         help="annotated video (.mp4/.avi/.mkv) or a folder of JPEG frames")

@@ -406,7 +406,7 @@ def _discover_rapl(fs: HostFS) -> tuple[list[PowerSensor], str]:
 
 
 def _discover_nvml(fs: HostFS) -> tuple[list[PowerSensor], str]:
-    from ..backends._imports import has_module
+    from ..optional import has_module
 
     if not fs.is_live:
         return [], "reads the live host only"

@@ -55,6 +55,9 @@ ALLOWED_FILES: tuple[str, ...] = (
     "/sys/class/thermal/thermal_zone*/type",
     "/sys/class/thermal/thermal_zone*/temp",
     "/sys/class/thermal/thermal_zone*/trip_point_*",
+    "/sys/class/video4linux/video*/name",
+    "/sys/class/video4linux/video*/index",
+    "/sys/class/video4linux/video*/dev",
     "/sys/devices/gpu.0/load",
     "/sys/devices/platform/bus@0/*.gpu/load",
     "/sys/devices/platform/*.gpu/load",
@@ -78,6 +81,7 @@ ALLOWED_NODES: tuple[str, ...] = (
     "/dev/hailo*",
     "/dev/rknpu",
     "/dev/bus/usb/*/*",
+    "/dev/video*",
 )
 # Bound-driver links kept as links (the HAL reads the driver's name from them).
 DRIVER_LINKS = {"/sys/bus/pci/devices/*/driver": "pci", "/sys/class/drm/renderD*/device/driver": "platform"}

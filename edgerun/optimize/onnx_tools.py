@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..backends._imports import require
 from ..backends.base import Tensors
 from ..errors import DependencyMissingError, InvalidInputError, ModelLoadError
+from ..optional import require
 from .sensitivity import (
     LayerSensitivity,
     noise_share,

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backends._imports import require
 from ..backends.base import Tensors
+from ..optional import require
 from .images import spread
 
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm"})

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backends._imports import has_module
 from ..errors import InvalidInputError
+from ..optional import has_module
 from ..repository import sha256_of
 
 log = logging.getLogger(__name__)
@@ -163,8 +163,8 @@ def plan_tensorrt(ctx: TargetContext) -> TargetBuild:
             "TensorRT ignores a cache from another version. Layers without a scale fall back to fp16."
         )
         notes.append(
-            "Without a prebuilt engine: open_session(PACKAGE, backend='tensorrt', options=LoadOptions("
-            "extra={'precision': 'int8', 'calibration_cache': 'PACKAGE/calibration.cache'}))"
+            "Without a prebuilt engine: edgerun predict IMAGE --model PACKAGE --backend tensorrt "
+            "--option precision=int8 --option calibration_cache=PACKAGE/calibration.cache"
         )
     if shapes:
         command.append(f"--shapes={shapes}")

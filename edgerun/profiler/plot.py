@@ -8,8 +8,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from ..backends._imports import has_module
 from ..errors import DependencyMissingError, InvalidInputError
+from ..optional import has_module
 from .report import format_summary
 from .runner import ProfileReport
 from .sampling import power_series, usable

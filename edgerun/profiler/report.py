@@ -5,10 +5,11 @@ JSON schema ``edgerun.profile/1`` (keys; times in ms unless the key says otherwi
   host: root, emulated, platform (Platform.to_dict())
   model: name, task, path
   config: scenario, runs, duration_s, warmup, batch, qps, latency_bound_ms, threads, idle_s,
-          subtract_idle, power_interval_s, seed
+          subtract_idle, power_interval_s, seed, options (the --option values given, or null)
   power_sensors: found [{name, kind, rails, total, note, simulated}], search {family: finding}
   idle_baseline: seconds, watts {sensor: W}
-  runs[]: backend, status (ok | unavailable | failed), reason, artifact {file, format, precision,
+  runs[]: backend, status (ok | unavailable | failed), reason, device, options {effective backend
+          options, defaults resolved}, artifact {file, format, precision,
           selection}, cold_start {load_ms, first_inference_ms},
           latency_ms {count, min_ms, mean_ms, std_ms, max_ms, percentiles_ms {p50, p90, p95, p99}},
           scenario {name, queries, samples, samples_per_query, duration_s, throughput_per_s
@@ -181,6 +182,7 @@ def run_summary(run: BackendRun, report: ProfileReport, power_said: bool = False
     artifact = run.artifact or {}
     rows = [
         ("backend", f"{run.backend} ({artifact.get('file')}, {artifact.get('precision')})"),
+        ("device", f"{run.device or '-'}; options: {_options_text(run.options)}"),
         ("scenario", _scenario_line(run)),
         ("cold start", _cold_start_line(run.cold_start)),
         ("latency ms", _latency_line(run)),
@@ -195,6 +197,18 @@ def run_summary(run: BackendRun, report: ProfileReport, power_said: bool = False
     ]
     rows += [("WARNING", warning) for warning in run.thermal.get("warnings", [])]
     return [f"  {key:<11} {value}" for key, value in rows]
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    def text(value: Any) -> str:
+        if isinstance(value, list | tuple):
+            return ",".join(str(v) for v in value)
+        if isinstance(value, dict):
+            return ",".join(f"{k}={v}" for k, v in value.items())
+        return str(value)
+
+    shown = [f"{k}={text(v)}" for k, v in options.items() if v not in (None, {}, [])]
+    return ", ".join(shown) or "defaults"
 
 
 def _agreement_line(agreement: dict[str, Any]) -> str:

@@ -1,22 +1,11 @@
-"""The profiling process's own memory and CPU use: /proc/self through the live HostFS, os.times."""
+"""The profiling process's own memory and CPU use: /proc/self through the HAL, os.times."""
 
 from __future__ import annotations
 
 import os
 import resource
 
-from ..hal import HostFS
-
-_LIVE = HostFS("/")  # the profiler measures this process, whatever board tree --root points at
-
-
-def _status_kib(field: str) -> int | None:
-    text = _LIVE.read_text("/proc/self/status") or ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key == field and value.split():
-            return int(value.split()[0])
-    return None
+from ..hal.process import self_status_kib as _status_kib
 
 
 def rss_bytes() -> int | None:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends.base import LoadOptions
 from ..backends.registry import Registry, Selection
@@ -16,7 +16,7 @@ from ..errors import EdgerunError, InvalidInputError
 from ..hal import HostFS, Platform, detect
 from ..hal.power import CommandRunner, PowerSensor, host_runner, survey_power_sensors, unavailable_reason
 from ..hal.thermal import TempSensor, discover_temp_sensors, read_throttled
-from ..predictor import open_session
+from ..predictor import effective_settings, open_session
 from ..repository import DEFAULT_CLASSIFIER, ModelPackage, ModelRepository
 from . import resources
 from .agreement import Reference, reference_top1, sample_images, top1_agreement
@@ -34,6 +34,9 @@ from .scenarios import (
 )
 from .stats import Clock, LatencyStats, query_count_checks, summarize
 from .thermals import summarize_thermal
+
+if TYPE_CHECKING:
+    from ..backends.options import BackendOptions
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ class ProfileConfig:
     seed: int = 0
     samples_dir: Path | None = None
     reference: str | None = None
+    options: BackendOptions | None = None  # the profiled backend's typed options (--option)
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -88,7 +92,7 @@ class ProfileConfig:
                 "warmup": self.warmup, "batch": self.batch, "qps": self.qps,
                 "latency_bound_ms": self.latency_bound_ms, "threads": self.threads, "idle_s": self.idle_s,
                 "subtract_idle": self.subtract_idle, "power_interval_s": self.power_interval_s,
-                "seed": self.seed}
+                "seed": self.seed, "options": self.options.effective() if self.options else None}
 
 
 @dataclass
@@ -132,11 +136,14 @@ class BackendRun:
     power: dict[str, Any] = field(default_factory=dict)
     thermal: dict[str, Any] = field(default_factory=dict)
     agreement: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # effective: defaults resolved
     trace: QueryTrace | None = None
     samples: SamplerRecord | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "status": self.status, "reason": self.reason,
+                "device": self.device, "options": self.options,
                 "artifact": self.artifact, "cold_start": self.cold_start,
                 "latency_ms": self.latency.to_dict() if self.latency else None,
                 "scenario": self.scenario, "mlperf_min_queries": self.mlperf_min_queries,
@@ -238,11 +245,13 @@ class Profiler:
         rss_before = resources.rss_bytes()
         start = clock()
         package, selection, session = open_session(
-            model, backend=backend, options=LoadOptions(threads=config.threads),
+            model, backend=backend, options=LoadOptions(threads=config.threads, options=config.options),
             repository=self.repository, registry=self.registry, platform=self.host.platform)
         load_ms = (clock() - start) / 1e6
         try:
-            run = BackendRun(selection.backend.name, "ok", artifact=_artifact_info(selection))
+            settings = effective_settings(session)
+            run = BackendRun(selection.backend.name, "ok", artifact=_artifact_info(selection),
+                             device=settings["device"], options=settings["options"])
             run.memory.update(rss_before_load_mb=_mb(rss_before),
                               rss_after_load_mb=_mb(resources.rss_bytes()))
             batch = resolve_batch(session.input_specs, config.batch, config.scenario)

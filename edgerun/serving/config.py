@@ -464,40 +464,41 @@ def _looks_like_path(text: str) -> bool:
 
 def load_options_for(model: ModelConfig, settings: Settings,
                      default_threads: int | None = None) -> LoadOptions:
-    """The LoadOptions ``model`` is loaded with: its device and options (the backend's own keys,
-    passed as strings until the typed per-backend options arrive), threads from the model, else
-    the process settings, else ``default_threads``."""
+    """The LoadOptions ``model`` is loaded with: its backend's typed options (from ``device`` and
+    ``options``, validated against ``backend``), threads from the model, else the process
+    settings, else ``default_threads``."""
+    from ..backends.options import parse_options
+
     threads = model.threads or settings.threads or default_threads
-    extra = {str(k): _option_text(v) for k, v in model.options.items()}
-    return LoadOptions(threads=threads, device=model.device, extra=extra)
+    values = {**model.options, **({"device": model.device} if model.device is not None else {})}
+    if not values:
+        return LoadOptions(threads=threads)
+    backend = model.backend or settings.backend
+    if backend is None:
+        raise InvalidInputError(f"model {model.name}: device and options need a backend (each backend "
+                                "has its own options; edgerun backends NAME lists them)")
+    return LoadOptions(threads=threads, options=parse_options(backend, values))
 
 
 def _option_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_option_text(v) for v in value)
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def effective_options(model: ModelConfig, options: LoadOptions | None) -> dict[str, str]:
-    """What a model was loaded with (device, threads, providers, its own options), as strings."""
-    shown: dict[str, Any] = {}
-    if options is not None:
-        shown = {"device": options.device, "threads": options.threads,
-                 "providers": ",".join(options.providers) if options.providers else None}
-    shown.update(model.options)
-    return {key: _option_text(value) for key, value in shown.items() if value is not None}
-
-
-def triton_settings(model: ModelConfig, backend: str, options: LoadOptions | None,
-                    on_cpu: bool) -> dict[str, Any]:
-    """The model configuration fields that show the effective settings, in Triton's conventions:
-    ``parameters`` (string values) and ``optimization.execution_accelerators`` (the backend as the
-    accelerator, with its options; Triton knows only GPU and CPU lists, so an NPU or TPU backend
-    is listed as a GPU accelerator)."""
-    effective = effective_options(model, options)
-    parameters = {"backend": backend, **effective}
-    accelerator = {"name": backend, "parameters": effective}
+def triton_settings(effective: Mapping[str, Any], on_cpu: bool) -> dict[str, Any]:
+    """The model configuration fields that show a session's effective settings (backend, device,
+    options: ``predictor.effective_settings``) in Triton's conventions: ``parameters`` (string
+    values) and ``optimization.execution_accelerators`` (the backend as the accelerator, with its
+    options; Triton knows only GPU and CPU lists, so an NPU or TPU backend is listed as a GPU one)."""
+    backend = str(effective["backend"])
+    shown = {"device": effective.get("device"), **dict(effective.get("options") or {})}
+    options = {key: _option_text(value) for key, value in shown.items() if value is not None}
+    accelerator = {"name": backend, "parameters": options}
     kind = "cpu_execution_accelerator" if on_cpu else "gpu_execution_accelerator"
+    parameters = {"backend": backend, **options}
     return {"parameters": {key: {"string_value": value} for key, value in parameters.items()},
             "optimization": {"execution_accelerators": {kind: [accelerator]}}}
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..backends.base import Tensors
 from ..errors import InvalidInputError
+from ..predictor import effective_settings
 from ..types import to_v2_datatype
 from .batching import batch_rows
 from .codec import DecodedRequest, OutputTensor, classification
@@ -195,6 +196,5 @@ def model_config(runner: ModelRunner) -> dict[str, Any]:
     if runner.config.dynamic_batching:
         config["dynamic_batching"] = {"max_queue_delay_microseconds": runner.config.max_queue_delay_us,
                                       "preferred_batch_size": []}
-    config.update(triton_settings(runner.config, runner.backend, runner.load_options,
-                                  runner.backend in CPU_BACKENDS))
+    config.update(triton_settings(effective_settings(runner.session), runner.backend in CPU_BACKENDS))
     return config

@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..backends.base import LoadOptions, Session, Tensors
-from ..backends.registry import Selection
+from ..backends.registry import Registry, Selection
 from ..errors import InvalidInputError
+from ..hal import Platform
 from ..predictor import Predictor, open_session
 from ..repository import ModelPackage, ModelRepository
 from ..types import TensorSpec, to_v2_datatype
@@ -68,7 +69,7 @@ def default_threads(instances: int) -> int:
 
 
 def load_options(model: ModelConfig, config: ServeConfig) -> LoadOptions:
-    """The runtime options the service loads ``model`` with."""
+    """The runtime options the service loads ``model`` with (see config.load_options_for)."""
     return load_options_for(model, config.settings, default_threads(model.instances or DEFAULT_INSTANCES))
 
 
@@ -260,12 +261,16 @@ class ModelRunner:
 
 
 def load_runner(model: ModelConfig, config: ServeConfig, repository: ModelRepository,
-                metrics: ServingMetrics, working: WorkingHook | None = None) -> ModelRunner:
-    """Open, check and warm up one model (blocking: call it from a worker thread)."""
+                metrics: ServingMetrics, working: WorkingHook | None = None,
+                host: Callable[[], tuple[Platform, Registry]] | None = None) -> ModelRunner:
+    """Open, check and warm up one model (blocking: call it from a worker thread). ``host`` gives
+    the service's platform and registry (detected and built once per service)."""
     options = load_options(model, config)
+    platform, registry = host() if host is not None else (None, None)
     started = time.perf_counter()
     package, selection, session = open_session(model.source, backend=model.backend, options=options,
-                                               repository=repository, settings=config.settings)
+                                               repository=repository, settings=config.settings,
+                                               platform=platform, registry=registry)
     try:
         runner = ModelRunner(model, package, selection, session, metrics, working)
         runner.load_options = options

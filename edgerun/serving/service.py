@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass
 
+from ..backends.registry import Registry
 from ..errors import ModelNotFoundError
+from ..hal import HostFS, Platform, detect
 from ..repository import ModelRepository
 from .config import LifecycleHooks, ServeConfig
 from .errors import ModelNotReadyError
@@ -44,12 +47,24 @@ class Service:
         self.hooks = hooks or LifecycleHooks()
         self.metrics = ServingMetrics()
         self.repository = ModelRepository.from_settings(config.settings)
+        self.registry = Registry()  # one per service: backend instances are shared by every load
+        self._platform: Platform | None = None
+        self._platform_lock = threading.Lock()
         self.started = False
         self.stopping = False
         self._entries: dict[str, Entry] = {}
         self._lock = asyncio.Lock()
         self._known = {m.name for m in config.models}
         self._wanted = set(self._known)  # what "ready" waits for: start-up models, minus unloads
+
+    @property
+    def platform(self) -> Platform:
+        """The host's platform, detected on first use and then shared by every model load, stream
+        and the web page (reads host files: call it from a worker thread)."""
+        with self._platform_lock:
+            if self._platform is None:
+                self._platform = detect(HostFS(self.config.settings.host_root))
+            return self._platform
 
     # ---- readiness -------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -121,7 +136,7 @@ class Service:
         entry = self._entries.setdefault(name, Entry(name, LOADING))
         try:
             runner = await asyncio.to_thread(load_runner, model, self.config, self.repository, self.metrics,
-                                             self.hooks.working)
+                                             self.hooks.working, self.platform_and_registry)
         except Exception as exc:
             if entry.runner is None:
                 entry.state, entry.reason = UNAVAILABLE, str(exc)
@@ -133,6 +148,9 @@ class Service:
         self.metrics.model_ready.labels(name).set(1)
         if previous is not None:
             await previous.close()
+
+    def platform_and_registry(self) -> tuple[Platform, Registry]:
+        return self.platform, self.registry
 
     def _check_loadable(self, name: str) -> None:
         if name not in self._known and name not in self.repository.names():

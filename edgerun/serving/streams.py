@@ -189,8 +189,9 @@ class StreamManager:
         operator's config only, never a request) also writes annotated frames to a file or folder."""
         self._loop = asyncio.get_running_loop()
         spec = self._check(request)
+        platform = await asyncio.to_thread(lambda: self.service.platform)  # detected once per service
         options = OpenOptions(request.options.open_timeout_s, request.options.read_timeout_s,
-                              self.service.config.settings.host_root)
+                              self.service.config.settings.host_root, platform=platform)
         self._opening += 1
         try:
             capture: Capture | None = None

@@ -12,8 +12,9 @@ from fastapi.responses import HTMLResponse
 
 from .. import __version__
 from ..backends.registry import Registry
-from ..hal import HostFS, detect
+from ..hal import HostFS, Platform
 from ..hal.boards import backend_preference, profile_for
+from ..hal.video import list_cameras
 from .service import READY, Service
 
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -24,10 +25,9 @@ def _page() -> str:
     return PAGE.read_text(encoding="utf-8")
 
 
-def device_summary(host_root: Path) -> dict[str, Any]:
-    """Platform, camera hint and every backend's availability (reads host files: call off the loop)."""
-    platform = detect(HostFS(host_root))
-    registry = Registry()
+def device_summary(platform: Platform, registry: Registry, fs: HostFS) -> dict[str, Any]:
+    """Platform, the cameras found (and the board's usual one), every backend's availability
+    (probes backends and reads sysfs: call off the loop)."""
     backends = []
     for name in registry.order(backend_preference(platform)):
         backend = registry.get(name)
@@ -37,8 +37,10 @@ def device_summary(host_root: Path) -> dict[str, Any]:
     info = platform.to_dict()
     info.pop("cpu_flags", None)
     info.pop("libraries", None)
+    cameras = [{"node": c.node, "name": c.name, "kind": c.kind, "source": c.source_uri()}
+               for c in list_cameras(fs)]
     return {"platform": info, "summary": platform.summary(), "camera": profile_for(platform).camera,
-            "backends": backends}
+            "cameras": cameras, "backends": backends}
 
 
 def _models(service: Service) -> list[dict[str, Any]]:
@@ -64,7 +66,9 @@ def web_router(service: Service) -> APIRouter:
     async def system() -> dict[str, Any]:
         """Version, platform, backends (available or why not), models and their state."""
         if not device:  # detection reads files and probes backends once per app
-            device.update(await asyncio.to_thread(device_summary, service.config.settings.host_root))
+            device.update(await asyncio.to_thread(
+                lambda: device_summary(service.platform, service.registry,
+                                       HostFS(service.config.settings.host_root))))
         return {"version": __version__, "ready": service.ready(), **device,
                 "models": _models(service)}
 
