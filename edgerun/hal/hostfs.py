@@ -14,6 +14,9 @@ ACCESS_OK, ACCESS_DENIED, ACCESS_MISSING = "ok", "denied", "missing"
 _MAX_LINK_HOPS = 40
 
 
+# The service configuration edgerun reads when no other is named (under the HostFS root).
+DEFAULT_CONFIG_PATH = "/etc/edgerun/config.yaml"
+
 class HostFS:
     """Read-only view of a host's system files under ``root`` ("/" on a real device).
 

@@ -29,12 +29,11 @@ from pydantic.json_schema import SkipJsonSchema
 from ..backends.base import LoadOptions
 from ..config import Settings
 from ..errors import InvalidInputError
-from ..hal.hostfs import HostFS
+from ..hal.hostfs import DEFAULT_CONFIG_PATH, HostFS
 from ..repository import DEFAULT_CLASSIFIER, DEFAULT_DETECTOR, FORMATS_BY_SUFFIX
 
 CONFIG_ENV = "EDGERUN_CONFIG"
 API_KEY_ENV = "EDGERUN_API_KEY"
-DEFAULT_CONFIG_PATH = "/etc/edgerun/config.yaml"
 OVERRIDE_PREFIX = "EDGERUN_"
 OVERRIDE_SEPARATOR = "__"   # EDGERUN_LIMITS__MAX_CONNECTIONS=200, EDGERUN_MODELS__0__BACKEND=litert
 DEFAULT_MODELS = (DEFAULT_CLASSIFIER, DEFAULT_DETECTOR)
