@@ -70,7 +70,7 @@ def test_all_holds_every_feature_extra(target: str) -> None:
 def test_the_optimize_floor_admits_the_newest_cp310_onnxruntime() -> None:
     (onnxruntime,) = [Requirement(r) for r in _sets("jetpack6")["optimize"] if r.startswith("onnxruntime")]
     assert Version("1.23.2") in onnxruntime.specifier  # the last onnxruntime with cp310 wheels
-    assert "pydantic>=2" in _sets("x86_64-py3.12")["serve"]
+    assert any(r.startswith("pydantic>=2") for r in _sets("x86_64-py3.12")["serve"])
 
 
 def test_litert_on_32_bit_pi_os_is_tflite_runtime() -> None:

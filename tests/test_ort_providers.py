@@ -9,6 +9,7 @@ import pytest
 
 from edgerun.backends.base import LoadOptions
 from edgerun.backends.onnxruntime_backend import OnnxRuntimeBackend
+from edgerun.backends.options import parse_options
 from edgerun.backends.ort_providers import CPU, CUDA, TENSORRT, choose_providers, provider_names
 from edgerun.errors import BackendUnavailableError
 from edgerun.hal import HostFS, Platform, detect
@@ -66,4 +67,5 @@ def test_the_real_backend_reports_the_providers_it_runs_on() -> None:
         assert session.providers == [CPU]
     with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider.*not in this build"):
         OnnxRuntimeBackend().load(MODELS / "mobilenet_v2" / "mobilenet_v2.onnx",
-                                  LoadOptions(providers=(CUDA,), platform=platform))
+                                  LoadOptions(options=parse_options("onnxruntime", {"providers": CUDA}),
+                                              platform=platform))
