@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ...errors import ModelIntegrityError
-from ..detect import Detection
+from ..detect import Detection, iou
 from ..image import Geometry
 
 NamedArray = tuple[str, np.ndarray]  # (output name, real-valued array)
@@ -95,17 +95,6 @@ def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[:, 0:2] - half, boxes[:, 0:2] + half], axis=1)
 
 
-def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box with each of ``boxes``."""
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum((box[2] - box[0]) * (box[3] - box[1]) + areas - inter, 1e-9)
-
-
 def class_aware_nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_threshold: float,
                     max_detections: int, class_agnostic: bool = False) -> np.ndarray:
     """Greedy NMS within each class (or across all), best first; indices of the boxes kept.
@@ -123,7 +112,7 @@ def class_aware_nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray
     while remaining.size and len(kept) < max_detections:
         best, rest = remaining[0], remaining[1:]
         kept.append(int(best))
-        remaining = rest[_iou_one(shifted[best], shifted[rest]) <= iou_threshold]
+        remaining = rest[iou(shifted[best], shifted[rest]) <= iou_threshold]
     return order[np.asarray(kept, dtype=np.int64)]
 
 
