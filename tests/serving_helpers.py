@@ -96,17 +96,22 @@ def write_echo_model(path: Path) -> Path:
 
 
 class ServerThread:
-    """A real uvicorn server for ``app`` on 127.0.0.1 (free port, pre-bound) in a daemon thread."""
+    """A real uvicorn server for ``app`` (made by create_app) on 127.0.0.1 (free port, pre-bound) in a
+    daemon thread, configured as ``edgerun serve`` configures it: connection budgets and, unless the
+    config turns it off, the infer fast lane."""
 
     def __init__(self, app: Any, headers: dict[str, str] | None = None) -> None:
         import uvicorn
+
+        from edgerun.serving.runner import uvicorn_config
 
         self.app = app
         self.headers = headers or {}
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.bind(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
-        config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=10)
+        config = uvicorn_config(app, app.state.service.config)
+        config.timeout_graceful_shutdown = 10
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]},
                                         daemon=True, name=f"uvicorn-{self.port}")

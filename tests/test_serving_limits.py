@@ -15,6 +15,7 @@ import pytest
 
 from edgerun.serving.config import LimitsConfig, ServeConfig, ServerConfig
 from edgerun.serving.logfilter import RepeatFilter
+from edgerun.serving import create_app
 from edgerun.serving.runner import uvicorn_config
 
 from .test_serving_ops import ServeProcess
@@ -169,7 +170,7 @@ def test_keep_alive_connections_are_closed_when_idle(limited: tuple[ServeProcess
 def test_uvicorn_runs_with_the_configured_budgets_and_a_fractional_graceful_timeout() -> None:
     config = ServeConfig(server=ServerConfig(graceful_timeout_s=0.9),
                          limits=LimitsConfig(keep_alive_timeout_s=2.5, max_connections=7))
-    built = uvicorn_config(object(), config)
+    built = uvicorn_config(create_app(config), config)
     assert built.timeout_graceful_shutdown == 0.9   # was int(0.9) == 0: no grace at all
     assert built.timeout_keep_alive == 2.5
     assert built.http.__name__ == "BudgetedProtocol"

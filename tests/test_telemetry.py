@@ -283,6 +283,7 @@ def test_telemetry_turned_off_answers_404_and_records_nothing() -> None:
     app = FastAPI()
     install_error_handlers(app)
     service = Service(ServeConfig(settings=Settings(), models=()))
+    app.state.service = service  # what ServerThread configures uvicorn from, as create_app sets it
     assert install_telemetry(app, service, enabled=False) is None
     assert isinstance(service.metrics.executions, NullRecorder)
     with ServerThread(app) as server, server.client() as http:

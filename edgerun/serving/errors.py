@@ -55,13 +55,23 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-async def _edgerun_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, EdgerunError)
+def edgerun_error_answer(exc: EdgerunError, method: str, path: str) -> tuple[int, str, dict[str, str] | None]:
+    """(status, message, headers) of an edgerun error's answer; a 5xx is logged with its traceback."""
     status = exc.http_status
     if status >= 500:
-        log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return error_response(status, str(exc), headers)
+        log.error("%s %s failed: %s", method, path, exc, exc_info=exc)
+    return status, str(exc), {"WWW-Authenticate": "Bearer"} if status == 401 else None
+
+
+def unexpected_answer(exc: BaseException, method: str, path: str) -> tuple[int, str]:
+    """(500, message) for a fault no handler expects; logged with its traceback."""
+    log.error("%s %s: unexpected %s", method, path, type(exc).__name__, exc_info=exc)
+    return 500, f"internal server error ({type(exc).__name__}); see the server log"
+
+
+async def _edgerun_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EdgerunError)
+    return error_response(*edgerun_error_answer(exc, request.method, request.url.path))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -88,8 +98,7 @@ def allowed_methods(request: Request) -> list[str]:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("%s %s: unexpected %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
-    return error_response(500, f"internal server error ({type(exc).__name__}); see the server log")
+    return error_response(*unexpected_answer(exc, request.method, request.url.path))
 
 
 async def handled_error(request: Request, exc: Exception) -> JSONResponse | None:

@@ -106,7 +106,8 @@ class ServiceMiddleware:
         content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
         return content_type if content_type in FORM_TYPES else None
 
-    def _rejection(self, scope: Scope) -> Any:
+    def rejection(self, scope: Scope) -> Any:
+        """The error response ``scope`` gets before its body is read (401, 403, 415, 413), else None."""
         if not self._authorized(scope):
             return error_response(401, "missing or wrong API key: send 'Authorization: Bearer <key>' "
                                        "or 'X-API-Key: <key>'", {"WWW-Authenticate": "Bearer"})
@@ -150,7 +151,7 @@ class ServiceMiddleware:
                 sent["bytes"] += len(message.get("body", b""))
             await send(message)
 
-        rejection = self._rejection(scope)
+        rejection = self.rejection(scope)
         self.service.metrics.inflight.inc()
         try:
             if rejection is not None:
@@ -159,12 +160,14 @@ class ServiceMiddleware:
                 await self.app(scope, self._limited(receive), recording_send)
         finally:
             self.service.metrics.inflight.dec()
-            self._record(scope, sent["status"], sent["bytes"], time.perf_counter() - started)
+            route = getattr(scope.get("route"), "path", "unmatched")
+            model = str(scope.get("path_params", {}).get("model_name", ""))
+            self.record(scope, route, model, sent["status"], sent["bytes"], time.perf_counter() - started)
 
-    def _record(self, scope: Scope, status: int, bytes_out: int, seconds: float) -> None:
-        route = scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        model = self.service.metrics_label(str(scope.get("path_params", {}).get("model_name", "")))
+    def record(self, scope: Scope, template: str, model_name: str, status: int, bytes_out: int,
+               seconds: float) -> None:
+        """Count and time one answered request under its route ``template``; log it when asked."""
+        model = self.service.metrics_label(model_name)
         metrics = self.service.metrics
         metrics.requests.labels(template, model, str(status)).inc()
         metrics.request_seconds.labels(template, model).observe(seconds)

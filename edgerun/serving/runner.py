@@ -41,16 +41,19 @@ def systemd_hooks(config: ServeConfig, watchdog: sdnotify.Watchdog) -> Lifecycle
 
 
 def uvicorn_config(app: Any, config: ServeConfig) -> Any:
-    """The uvicorn.Config ``app`` is served with: address, graceful stop (fractions of a second
-    too) and the connection budgets of ``config.limits``."""
+    """The uvicorn.Config ``app`` (made by create_app) is served with: address, graceful stop
+    (fractions of a second too), the connection budgets of ``config.limits`` and the infer fast lane."""
     import uvicorn
 
     from .connections import uvicorn_budgets
+    from .fastlane import InferLane
+
+    lane = InferLane(app.state.service) if config.server.infer_fast_lane else None
 
     return uvicorn.Config(
         app, host=config.host, port=config.port, log_config=None, access_log=False,
         timeout_graceful_shutdown=config.graceful_timeout_s,  # type: ignore[arg-type]  # a float works
-        server_header=False, **uvicorn_budgets(config.limits))
+        server_header=False, **uvicorn_budgets(config.limits, lane))
 
 
 def serve(config: ServeConfig, hooks: LifecycleHooks | None = None) -> int:
