@@ -5,8 +5,9 @@ onnxruntime session: the peers' sessions are built by edgerun's own onnxruntime 
 options ``edgerun serve`` uses (one intra-op thread per instance, two instances by default), and
 then called through the raw ``InferenceSession.run``. perf_analyzer (V2 binary tensors, batch 1,
 every request the same real photo, ``samples/chelsea.png`` pre-processed for the model, which
-the in-process ceiling and the output check use too) drives each server at concurrency 1, 4 and 8 over HTTP (and gRPC with ``--grpc``), the servers
-interleaved run by run so that machine noise hits all of them. Before timing, each server's
+the in-process ceiling and the output check use too) drives each server at concurrency 1, 4
+and 8 over HTTP (and gRPC with ``--grpc``), the servers interleaved run by run so that machine
+noise hits all of them. Before timing, each server's
 answer to one request is checked against in-process onnxruntime (a Triton stub that picks up
 another numpy answers 200 with empty tensors, which perf_analyzer does not notice).
 

@@ -84,6 +84,10 @@ def _echo(replace: dict[str, tuple[str, np.ndarray]] | None = None,
     return body, {"Inference-Header-Content-Length": str(length), **AUTH}
 
 
+def _with_length(headers: dict[str, str], header_length: int) -> dict[str, str]:
+    return {**headers, "Inference-Header-Content-Length": str(header_length)}
+
+
 def _corpus() -> list[tuple[str, str, bytes, dict[str, str], bool]]:
     """(case, path, body, headers, served by the lane)."""
     ok_body, ok_headers = _echo()
@@ -105,17 +109,12 @@ def _corpus() -> list[tuple[str, str, bytes, dict[str, str], bool]]:
         ("unknown output", path, *_echo(outputs=[{"name": "nope"}]), True),
         ("wrong datatype", path, *_echo({"FP32": ("FP64", V2_SAMPLES["FP64"])}), True),
         ("wrong shape", path, *_echo({"FP32": ("FP32", np.zeros((1, 3), np.float32))}), True),
-        ("missing input", path, one_body, {**ok_headers, "Inference-Header-Content-Length": str(one_length)},
-         True),
-        ("size mismatch", path, short + ok_body[length:], {**ok_headers,
-                                                          "Inference-Header-Content-Length": str(len(short))}, True),
-        ("header not JSON", path, b"{nope" + ok_body[length:], {**ok_headers, "Inference-Header-Content-Length": "5"},
-         True),
+        ("missing input", path, one_body, _with_length(ok_headers, one_length), True),
+        ("size mismatch", path, short + ok_body[length:], _with_length(ok_headers, len(short)), True),
+        ("header not JSON", path, b"{nope" + ok_body[length:], _with_length(ok_headers, 5), True),
         ("sequence parameter", path, *_echo(parameters={"sequence_id": 3}), True),
-        ("raw binary, several inputs", path, ok_body[length:], {**ok_headers, "Inference-Header-Content-Length": "0"},
-         True),
-        ("header longer than body", path, ok_body,
-         {**ok_headers, "Inference-Header-Content-Length": str(len(ok_body) + 1)}, False),
+        ("raw binary, several inputs", path, ok_body[length:], _with_length(ok_headers, 0), True),
+        ("header longer than body", path, ok_body, _with_length(ok_headers, len(ok_body) + 1), False),
         ("unknown model", "/v2/models/nope/infer", ok_body, ok_headers, False),
         ("unknown version", "/v2/models/echo/versions/7/infer", ok_body, ok_headers, False),
         ("percent-encoded name", "/v2/models/ech%6F/infer", ok_body, ok_headers, False),
@@ -128,7 +127,10 @@ def _corpus() -> list[tuple[str, str, bytes, dict[str, str], bool]]:
     ]
 
 
-def _answer(served: Served, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+Answer = tuple[int, dict[str, str], bytes]  # status, headers, body
+
+
+def _answer(served: Served, path: str, body: bytes, headers: dict[str, str]) -> Answer:
     with httpx.Client(base_url=served.server.url, timeout=30) as http:
         response = http.post(path, content=body, headers=headers)
     kept = {k: v for k, v in response.headers.items() if k not in ("date",)}
@@ -140,7 +142,8 @@ OK_CASES = {"binary, every datatype", "version 1", "query string", "JSON outputs
 
 
 @pytest.mark.parametrize("case", [c[0] for c in _corpus()])
-def test_the_lane_answers_as_the_asgi_route_does_and_skips_the_app(lane: Served, asgi: Served, case: str) -> None:
+def test_the_lane_answers_as_the_asgi_route_does_and_skips_the_app(lane: Served, asgi: Served,
+                                                                   case: str) -> None:
     _, path, body, headers, in_lane = next(c for c in _corpus() if c[0] == case)
     before = lane.counter.count
     expected = _answer(asgi, path, body, headers)
@@ -165,7 +168,8 @@ def test_the_lane_counts_requests_under_the_same_routes_and_models(echo_model: P
         for _, path, body, headers, _ in _corpus():
             _answer(served, path, body, headers)
         stats = served.server.client().get("/v2/models/echo/stats").json()["model_stats"][0]
-        seen.append((_infer_metrics(served), stats["inference_count"], stats["inference_stats"]["fail"]["count"]))
+        failed = stats["inference_stats"]["fail"]["count"]
+        seen.append((_infer_metrics(served), stats["inference_count"], failed))
         generator.close()
     assert seen[0] == seen[1]
     assert any('status="200"' in line for line in seen[0][0]) and seen[0][1] > 0 and seen[0][2] > 0
@@ -179,7 +183,7 @@ def _request(path: str, body: bytes, headers: dict[str, str], version: str = "1.
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def _read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
+def _read_responses(sock: socket.socket, count: int) -> list[Answer]:
     """``count`` complete responses from ``sock`` (Content-Length framed), in arrival order."""
     data, answers = b"", []
     while len(answers) < count:
@@ -255,7 +259,7 @@ def test_a_graceful_stop_waits_for_a_lane_request_in_flight(echo_model: Path) ->
     generator = _serve(echo_model, True)
     served = next(generator)
     body, headers = _echo()
-    answers: list[tuple[int, dict[str, str], bytes]] = []
+    answers: list[Answer] = []
     with _connect(served) as sock:
         sock.sendall(_request("/v2/models/slow/infer", body, headers))
         reader = threading.Thread(target=lambda: answers.extend(_read_responses(sock, 1)))
@@ -269,3 +273,58 @@ def test_a_graceful_stop_waits_for_a_lane_request_in_flight(echo_model: Path) ->
         reader.join(timeout=30)
     assert answers and answers[0][0] == 200 and answers[0][1].get("connection") == "close"
     assert time.monotonic() - started < SLOW_DELAY_US / 1e6 + 10
+
+
+# ---- bodies larger than one read: received straight into the tensor buffer -----------------------
+
+def _mobilenet_request(seed: int) -> tuple[bytes, np.ndarray]:
+    image = np.random.default_rng(seed).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    body, length = binary_body([("input", "FP32", image)], parameters={"binary_data_output": True})
+    headers = {"Inference-Header-Content-Length": str(length)}
+    return _request("/v2/models/mobilenet_v2/infer", body, headers), image
+
+
+def _logits(answer: Answer) -> np.ndarray:
+    status, headers, body = answer
+    assert status == 200, body[:300]
+    length = int(headers["inference-header-content-length"])
+    return np.frombuffer(body[length:], dtype=np.float32).reshape(1, 1000)
+
+
+def test_a_body_sent_in_slow_pieces_is_the_tensor_the_model_sees(served: ServerThread,
+                                                                  references: dict[str, Any]) -> None:
+    request, image = _mobilenet_request(1)
+    expected = references["mobilenet_v2"].infer({"input": image})["logits"]
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        cuts = [0, 300, 70_000, 70_001, 400_000, len(request)]  # headers split, then the body in pieces
+        for start, end in zip(cuts, cuts[1:], strict=False):
+            sock.sendall(request[start:end])
+            time.sleep(0.05)
+        np.testing.assert_allclose(_logits(_read_responses(sock, 1)[0]), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_pipelined_large_bodies_each_get_their_own_answer(served: ServerThread,
+                                                          references: dict[str, Any]) -> None:
+    requests = [_mobilenet_request(seed) for seed in (2, 3, 4)]
+    health = b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(requests[0][0] + requests[1][0] + health + requests[2][0])
+        answers = _read_responses(sock, 4)
+    assert answers[2][2] == b'{"live":true}'
+    for answer, (_, image) in zip([answers[0], answers[1], answers[3]], requests, strict=True):
+        expected = references["mobilenet_v2"].infer({"input": image})["logits"]
+        np.testing.assert_allclose(_logits(answer), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_client_that_leaves_mid_body_leaves_the_server_answering(served: ServerThread,
+                                                                   references: dict[str, Any]) -> None:
+    request, _ = _mobilenet_request(5)
+    for sent in (200_000, len(request) - 1):
+        with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+            sock.sendall(request[:sent])
+    request, image = _mobilenet_request(6)
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(request)
+        got = _logits(_read_responses(sock, 1)[0])
+    np.testing.assert_allclose(got, references["mobilenet_v2"].infer({"input": image})["logits"],
+                               rtol=1e-4, atol=1e-4)

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from edgerun.serving import create_app
 from edgerun.serving.config import LimitsConfig, ServeConfig, ServerConfig
 from edgerun.serving.logfilter import RepeatFilter
-from edgerun.serving import create_app
 from edgerun.serving.runner import uvicorn_config
 
 from .test_serving_ops import ServeProcess
@@ -173,7 +173,9 @@ def test_uvicorn_runs_with_the_configured_budgets_and_a_fractional_graceful_time
     built = uvicorn_config(create_app(config), config)
     assert built.timeout_graceful_shutdown == 0.9   # was int(0.9) == 0: no grace at all
     assert built.timeout_keep_alive == 2.5
-    assert built.http.__name__ == "BudgetedProtocol"
+    assert [c.__name__ for c in built.http.__mro__[:2]] == ["LaneProtocol", "BudgetedProtocol"]
+    off = ServeConfig(server=ServerConfig(infer_fast_lane=False))
+    assert uvicorn_config(create_app(off), off).http.__name__ == "BudgetedProtocol"
 
 
 def test_a_repeated_warning_is_logged_once_per_window_with_a_count() -> None:

@@ -1,6 +1,6 @@
-"""uvicorn's httptools protocol with connection budgets (a cap on open connections: the oldest silent one
-makes room, else 503 + Retry-After; a deadline for each request's line and headers, 408; a cap on
-their size, 431) and the infer fast lane's hooks (fastlane.py)."""
+"""Connection budgets for uvicorn's httptools protocol: a cap on open connections (the oldest silent one
+makes room, else 503 + Retry-After), a deadline for each request's line and headers (408), a cap on
+their size (431)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .config import LimitsConfig
-from .fastlane import STATUS_LINES, InferLane, LaneRequest
+from .fastlane import InferLane, lane_protocol
 from .logfilter import RepeatFilter
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,8 @@ def status_response(status: int, message: str, headers: dict[str, str] | None = 
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def budgeted_protocol(limits: LimitsConfig, lane: InferLane | None = None) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol class with ``limits``' connection budgets and, given a ``lane``,
-    the infer fast lane (one class per server)."""
+def budgeted_protocol(limits: LimitsConfig) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol class with ``limits``' connection budgets (one class per server)."""
     silent: dict[HttpToolsProtocol, None] = {}  # connections that have not sent a byte, oldest first
 
     class BudgetedProtocol(HttpToolsProtocol):
@@ -99,55 +98,21 @@ def budgeted_protocol(limits: LimitsConfig, lane: InferLane | None = None) -> ty
             self._awaiting_headers = True
 
         def on_headers_complete(self) -> None:
+            self._headers_done()
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._message_done()
+
+        def _headers_done(self) -> None:
+            """A request's line and headers are in: its header budget is spent, its deadline off."""
             self._awaiting_headers = False
             self._header_bytes = 0
             self._cancel_header_timer()
-            if lane is None or not self._admit(lane):
-                super().on_headers_complete()
 
-        def on_body(self, body: bytes) -> None:
-            cycle = self.cycle
-            if type(cycle) is LaneRequest:
-                cycle.take(body)
-            else:
-                super().on_body(body)
-
-        def on_message_complete(self) -> None:
-            cycle = self.cycle
-            if type(cycle) is LaneRequest:
-                task = self.loop.create_task(self._answer(cycle))
-                task.add_done_callback(self.tasks.discard)  # a graceful stop waits for it, as for ASGI's
-                self.tasks.add(task)
-            else:
-                super().on_message_complete()
+        def _message_done(self) -> None:
             self._awaiting_headers = True  # what comes next is the next request's line and headers
-
-        # -- the infer fast lane --------------------------------------------------------------
-        def _admit(self, lane: InferLane) -> bool:
-            """Take the request into the lane (it then stands in uvicorn's cycle slot); False when
-            it goes the ASGI way, or when an earlier request on this connection is still answering
-            (uvicorn then queues it, pipelined, and starts it after that one)."""
-            if (self.cycle is not None and not self.cycle.response_complete) or self.parser.should_upgrade():
-                return False
-            keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
-            request = lane.admit(self.parser.get_method(), self.url, self.headers, self.client, keep_alive)
-            if request is None:
-                return False
-            self.cycle = request  # type: ignore[assignment]
-            return True
-
-        async def _answer(self, request: LaneRequest) -> None:
-            assert lane is not None
-            status, head, body = await lane.answer(request)
-            request.response_complete = True
-            if self.transport.is_closing():
-                return  # the client left
-            defaults = b"".join(b"%s: %s\r\n" % pair for pair in self.server_state.default_headers)
-            closing = b"" if request.keep_alive else b"connection: close\r\n"
-            self.transport.write(b"".join((STATUS_LINES[status], defaults, head, closing, b"\r\n", body)))
-            if not request.keep_alive:
-                self.transport.close()
-            self.on_response_complete()  # keep-alive timer, or the next pipelined request
 
         def connection_lost(self, exc: Exception | None) -> None:
             silent.pop(self, None)
@@ -187,5 +152,6 @@ def uvicorn_budgets(limits: LimitsConfig, lane: InferLane | None = None) -> dict
     # asyncio accepts up to `backlog` connections in one go before the closes it scheduled run: a
     # backlog near the cap keeps a burst of connections within the process's descriptors.
     backlog = min(2048, max(128, limits.max_connections))
-    return {"http": budgeted_protocol(limits, lane), "timeout_keep_alive": limits.keep_alive_timeout_s,
-            "backlog": backlog}
+    protocol = budgeted_protocol(limits)
+    return {"http": protocol if lane is None else lane_protocol(protocol, lane),
+            "timeout_keep_alive": limits.keep_alive_timeout_s, "backlog": backlog}

@@ -1,23 +1,29 @@
 """The infer fast lane: V2 binary-tensor infer requests served by the HTTP protocol itself, without ASGI.
 
 perf_analyzer, tritonclient and every camera client post the same request over and over: a short
-JSON header, then raw tensor bytes. For that request (and only that one) the HTTP protocol
-(connections.py) asks :meth:`InferLane.admit` once its headers are parsed; an admitted request's
-body goes straight from the socket's chunks into an aligned buffer the tensors are views of, and
-:meth:`InferLane.answer` runs the same decode, data plane and encode as the ASGI route, with the
-same key/origin/size checks, metrics, statistics, access log and error bodies (ServiceMiddleware's
-own methods). Anything else, and any request the checks would refuse, goes the ASGI way, which
-then gives the refusal its usual answer. Measured in docs/benchmarks.md; ``server.infer_fast_lane:
-false`` turns it off.
+JSON header, then raw tensor bytes. For that request (and only that one) the HTTP protocol asks
+:meth:`InferLane.admit` once its headers are parsed. An admitted request's body is received by
+the kernel straight into an aligned buffer the tensors are views of (``recv_into``, woken once the
+whole body is there: SO_RCVLOWAT), and :meth:`InferLane.answer` runs the same decode, data plane
+and encode as the ASGI route, with the same key/origin/size checks, metrics, statistics, access
+log and error bodies (ServiceMiddleware's own methods). Anything else, and any request the checks
+would refuse, goes the ASGI way, which then gives the refusal its usual answer. Measured in
+docs/benchmarks.md; ``server.infer_fast_lane: false`` turns it off.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http
 import json
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..errors import EdgerunError
 from . import dataplane
@@ -28,6 +34,7 @@ from .errors import edgerun_error_answer, unexpected_answer
 from .execution import ModelRunner
 from .middleware import ServiceMiddleware
 from .service import Service
+from .v2 import infer_target
 
 INFER_ROUTE = "/v2/models/{model_name}/infer"
 INFER_VERSION_ROUTE = "/v2/models/{model_name}/versions/{model_version}/infer"
@@ -37,6 +44,8 @@ ASGI_ONLY = frozenset({b"transfer-encoding", b"content-encoding", b"expect", b"u
                        b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"})
 STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode()
                 for status in http.HTTPStatus}
+SCRATCH_BYTES = 64 * 1024     # what one read takes outside a lane body (request lines, headers, ASGI bodies)
+LOWAT_CAP = 1024 * 1024       # the most bytes a lane body read waits for before waking the loop
 JSON_TYPE = b"content-type: application/json\r\n"
 BINARY_TYPE = b"content-type: application/octet-stream\r\n"
 
@@ -72,19 +81,6 @@ class LaneRequest:
         self.received = end
 
 
-def _target(path: bytes) -> tuple[str, str | None] | None:
-    """(model, version) of /v2/models/{m}[/versions/{v}]/infer in plain ASCII, else None."""
-    if b"%" in path or not path.isascii():
-        return None
-    parts = path.decode("ascii").split("/")
-    if len(parts) not in (5, 7) or parts[:3] != ["", "v2", "models"] or parts[-1] != "infer" \
-            or not all(parts[3:-1]):
-        return None
-    if len(parts) == 5:
-        return parts[3], None
-    return (parts[3], parts[5]) if parts[4] == "versions" else None
-
-
 def _lengths(headers: list[tuple[bytes, bytes]]) -> tuple[int, int] | None:
     """(Content-Length, Inference-Header-Content-Length), each given once as digits, and no header
     the lane leaves to ASGI; else None."""
@@ -110,20 +106,23 @@ class InferLane:
 
     def __init__(self, service: Service) -> None:
         self.service = service
-        self._guard = ServiceMiddleware(None, service)  # type: ignore[arg-type]  # its checks and records only
+        # ServiceMiddleware's checks and records, without an app to wrap: the lane's requests get
+        # exactly the refusals, metrics and access log lines of the ASGI path.
+        self._guard = ServiceMiddleware(None, service)  # type: ignore[arg-type]
         self._limit = service.config.max_body_bytes
 
     def admit(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]],
               client: tuple[str, int] | None, keep_alive: bool) -> LaneRequest | None:
         """A LaneRequest when this request is a V2 binary infer request the ASGI checks would let
         through to a ready model; None sends it the ASGI way."""
-        if method != b"POST":
-            return None
-        target = _target(url.partition(b"?")[0])
+        raw_path = url.partition(b"?")[0]
+        if method != b"POST" or b"%" in raw_path or not raw_path.isascii():
+            return None  # percent-escapes: ASGI decodes them
+        path = raw_path.decode("ascii")
+        target = infer_target(path)
         lengths = _lengths(headers) if target is not None else None
         if target is None or lengths is None or lengths[0] > self._limit:
             return None
-        path = url.partition(b"?")[0].decode("ascii")
         scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "client": client}
         if self._guard.rejection(scope) is not None:
             return None
@@ -182,3 +181,115 @@ def _error_body(message: str) -> bytes:
 def _error_head(headers: dict[str, str] | None) -> bytes:
     extra = "".join(f"{name.lower()}: {value}\r\n" for name, value in (headers or {}).items())
     return JSON_TYPE + extra.encode("latin-1")
+
+
+def lane_protocol(base: type[HttpToolsProtocol], lane: InferLane) -> type[HttpToolsProtocol]:
+    """``base`` (uvicorn's httptools protocol with the connection budgets) taking V2 binary infer
+    requests into ``lane`` (one class per server).
+
+    It is a BufferedProtocol: each read lands in a buffer it hands out. Between lane bodies that is
+    one scratch buffer (every read is parsed before the next one starts, and the parser copies what
+    it keeps); while a lane body arrives it is the body buffer itself, so the tensor bytes are
+    copied once, by the kernel, and the socket wakes the loop only when the body is complete
+    (SO_RCVLOWAT, up to LOWAT_CAP). The parser, which never saw those bytes, is then replaced."""
+    scratch = memoryview(bytearray(SCRATCH_BYTES))
+
+    class LaneProtocol(base, asyncio.BufferedProtocol):  # type: ignore[valid-type, misc]
+        _filling: LaneRequest | None = None  # the lane request whose body the socket reads into
+        _socket: Any = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._socket = transport.get_extra_info("socket")
+
+        # -- reading ------------------------------------------------------------------------
+        def get_buffer(self, sizehint: int) -> memoryview:
+            filling = self._filling
+            return scratch if filling is None else filling.body[filling.received:]
+
+        def buffer_updated(self, nbytes: int) -> None:
+            filling = self._filling
+            if filling is None:
+                self.data_received(scratch[:nbytes])  # type: ignore[arg-type]  # parsed, not kept
+                self._start_filling()
+                return
+            filling.received += nbytes
+            remaining = len(filling.body) - filling.received
+            self._set_lowat(remaining or 1)
+            if not remaining:
+                self._filling = None
+                self.parser = httptools.HttpRequestParser(self)
+                with contextlib.suppress(AttributeError):  # httptools < 0.6.3
+                    self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+                self._start_answer(filling)
+
+        def _start_filling(self) -> None:
+            """After a parsed read: read the rest of an admitted body straight into its buffer."""
+            cycle = self.cycle
+            if type(cycle) is LaneRequest and cycle.received < len(cycle.body) \
+                    and not self.transport.is_closing():
+                self._filling = cycle
+                self._set_lowat(len(cycle.body) - cycle.received)
+
+        def _set_lowat(self, size: int) -> None:
+            if self._socket is not None:
+                with contextlib.suppress(OSError):
+                    self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, min(size, LOWAT_CAP))
+
+        # -- parser callbacks -----------------------------------------------------------------
+        def on_headers_complete(self) -> None:
+            request = self._admitted()
+            if request is None:
+                super().on_headers_complete()
+                return
+            self._headers_done()
+            self.cycle = request
+
+        def on_body(self, body: bytes) -> None:
+            cycle = self.cycle
+            if type(cycle) is LaneRequest:
+                cycle.take(body)
+            else:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            cycle = self.cycle
+            if type(cycle) is LaneRequest:
+                self._start_answer(cycle)
+            else:
+                super().on_message_complete()
+
+        def _admitted(self) -> LaneRequest | None:
+            """The lane's request for the headers just parsed; None when it goes the ASGI way, or
+            when an earlier request on this connection is still answering (uvicorn then queues
+            it, pipelined, and starts it after that one)."""
+            if (self.cycle is not None and not self.cycle.response_complete) or self.parser.should_upgrade():
+                return None
+            keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+            return lane.admit(self.parser.get_method(), self.url, self.headers, self.client, keep_alive)
+
+        # -- answering ------------------------------------------------------------------------
+        def _start_answer(self, request: LaneRequest) -> None:
+            self._message_done()
+            task = self.loop.create_task(self._answer(request))
+            task.add_done_callback(self.tasks.discard)  # a graceful stop waits for it, as for ASGI's
+            self.tasks.add(task)
+
+        async def _answer(self, request: LaneRequest) -> None:
+            try:
+                status, head, body = await lane.answer(request)
+            except BaseException:  # lane.answer answers every error itself: this is a bug, or a stop
+                request.response_complete = True
+                self.transport.close()
+                raise
+            request.response_complete = True
+            if self.transport.is_closing():
+                return  # the client left
+            defaults = b"".join(b"%s: %s\r\n" % pair for pair in self.server_state.default_headers)
+            closing = b"" if request.keep_alive else b"connection: close\r\n"
+            self.transport.write(b"".join((STATUS_LINES[status], defaults, head, closing, b"\r\n", body)))
+            if not request.keep_alive:
+                self.transport.close()
+            self.on_response_complete()  # keep-alive timer, or the next pipelined request
+
+    return LaneProtocol

@@ -56,6 +56,17 @@ class DirectRoute(APIRoute):
         return handle
 
 
+def infer_target(path: str) -> tuple[str, str | None] | None:
+    """(model, version) when ``path`` is /v2/models/{m}[/versions/{v}]/infer, else None."""
+    parts = path.split("/")
+    if len(parts) not in (5, 7) or parts[:3] != ["", "v2", "models"] or parts[-1] != "infer" \
+            or not all(parts[3:-1]):
+        return None
+    if len(parts) == 5:
+        return parts[3], None
+    return (parts[3], parts[5]) if parts[4] == "versions" else None
+
+
 class DirectInfer:
     """ASGI middleware (inside ServiceMiddleware, so keys, limits, metrics and the access log still
     apply): V2 infer requests go straight to :func:`run_inference`, skipping route matching and
@@ -71,13 +82,11 @@ class DirectInfer:
         """(model, version, route) of POST /v2/models/{m}[/versions/{v}]/infer, else None."""
         if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
             return None
-        parts = scope["path"].split("/")
-        if len(parts) not in (5, 7) or parts[:3] != ["", "v2", "models"] or parts[-1] != "infer" \
-                or not all(parts[3:-1]):
+        target = infer_target(scope["path"])
+        if target is None:
             return None
-        if len(parts) == 5:
-            return parts[3], None, self._routes["model_infer"]
-        return (parts[3], parts[5], self._routes["model_infer_version"]) if parts[4] == "versions" else None
+        name, version = target
+        return name, version, self._routes["model_infer" if version is None else "model_infer_version"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         target = self._match(scope)
