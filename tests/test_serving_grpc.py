@@ -179,3 +179,50 @@ def test_grpc_port_from_the_config_file_and_the_command_line(tmp_path: Path) -> 
     config.write_text('{"server": {"grpc_port": 70000}}')
     with pytest.raises(InvalidInputError, match="server.grpc_port"):
         load_config(config)
+
+
+def _infer_request(raw: list[bytes], **fields: object) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="echo", id="r-1", **fields)
+    request.parameters["priority"].int64_param = 3
+    for index, blob in enumerate(raw):
+        request.inputs.add(name=f"in_{index}", datatype="UINT8", shape=[1, len(blob)])
+        request.raw_input_contents.append(blob)
+    request.outputs.add(name="out_FP32")
+    return request
+
+
+def test_raw_contents_are_split_off_without_changing_the_rest() -> None:
+    from edgerun.serving.grpc_v2 import split_raw_contents
+
+    blobs = [b"\x00" * 300, bytes(range(256)) * 700, b""]
+    message = _infer_request(blobs).SerializeToString()
+    rest, raw = split_raw_contents(message)
+    assert [bytes(view) for view in raw] == blobs
+    assert all(view.obj is message for view in raw)  # views of the message: no copy
+    expected = _infer_request(blobs)
+    del expected.raw_input_contents[:]
+    assert service_pb2.ModelInferRequest.FromString(rest) == expected
+
+
+def test_malformed_infer_messages_are_invalid_argument_and_the_server_stays_up(
+        grpc_served: tuple[ServerThread, str]) -> None:
+    from google.protobuf.message import DecodeError
+
+    from edgerun.errors import InvalidInputError
+    from edgerun.serving.grpc_v2 import split_raw_contents
+
+    message = _infer_request([b"\x01" * 1000]).SerializeToString()
+    cut_at = [1, 5, 20, len(message) - 500, len(message) - 1]
+    not_utf8 = message[:3] + b"\xff" + message[4:]  # in the model name
+    broken = [message[:cut] for cut in cut_at] + [b"\xff" * 12, not_utf8]
+    for data in broken:
+        with pytest.raises((InvalidInputError, DecodeError)):
+            rest, _ = split_raw_contents(data)
+            service_pb2.ModelInferRequest.FromString(rest)
+    with grpc.insecure_channel(grpc_served[1]) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        for data in broken:
+            with pytest.raises(grpc.RpcError) as error:
+                infer(data, timeout=10)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, data[:40]
+        assert client(grpc_served).is_server_live()

@@ -70,9 +70,58 @@ def _from_contents(tensor: Any, shape: list[int]) -> np.ndarray:
     return np.array(values, dtype=object).reshape(shape)
 
 
-def decode_grpc(request: Any) -> DecodedRequest:
-    """A ModelInferRequest as the data plane's DecodedRequest (raw contents decode in place)."""
-    raw = request.raw_input_contents
+SERVICE = "inference.GRPCInferenceService"
+RAW_INPUT_CONTENTS = 7  # the field number of ModelInferRequest.raw_input_contents
+
+
+def _varint(data: memoryview, offset: int) -> tuple[int, int]:
+    """(value, next offset) of the protobuf varint at ``offset``."""
+    value = shift = 0
+    while offset < len(data) and shift < 64:
+        byte = data[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, offset
+        shift += 7
+    raise InvalidInputError("malformed ModelInferRequest: a varint runs past the message")
+
+
+def split_raw_contents(message: bytes) -> tuple[bytes, list[memoryview]]:
+    """(the serialized ModelInferRequest without its raw_input_contents, views of those contents
+    in ``message``). Parsing only the rest keeps protobuf from copying the tensor bytes twice
+    (once when parsing, once more on every access to a bytes field)."""
+    view = memoryview(message)
+    rest: list[memoryview] = []
+    raw: list[memoryview] = []
+    offset = 0
+    while offset < len(view):
+        start = offset
+        key, offset = _varint(view, offset)
+        wire = key & 7
+        if wire == 2:  # length-delimited: every field of ModelInferRequest
+            length, offset = _varint(view, offset)
+            value_at, offset = offset, offset + length
+        elif wire == 0:
+            offset = _varint(view, offset)[1]
+        elif wire in (1, 5):
+            offset += 8 if wire == 1 else 4
+        else:
+            raise InvalidInputError(f"malformed ModelInferRequest: wire type {wire}")
+        if offset > len(view):
+            raise InvalidInputError("malformed ModelInferRequest: a field runs past the message")
+        if key == RAW_INPUT_CONTENTS << 3 | 2:
+            raw.append(view[value_at:offset])
+        else:
+            rest.append(view[start:offset])
+    return b"".join(rest), raw
+
+
+def decode_grpc(request: Any, raw: list[memoryview] | None = None) -> DecodedRequest:
+    """A ModelInferRequest as the data plane's DecodedRequest; ``raw`` are its raw_input_contents
+    when they were split off (see :func:`split_raw_contents`). Raw contents decode in place."""
+    if raw is None:
+        raw = [memoryview(item) for item in request.raw_input_contents]
     if raw and len(raw) != len(request.inputs):
         raise InvalidInputError(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs")
     inputs: dict[str, np.ndarray] = {}
@@ -86,7 +135,7 @@ def decode_grpc(request: Any) -> DecodedRequest:
         shape = [int(d) for d in tensor.shape]
         if any(d < 0 for d in shape):
             raise InvalidInputError(f"input {tensor.name!r}: shape {shape} has a negative dim")
-        inputs[tensor.name] = (tensor_from_binary(tensor.name, tensor.datatype, shape, memoryview(raw[index]))
+        inputs[tensor.name] = (tensor_from_binary(tensor.name, tensor.datatype, shape, raw[index])
                                if raw else _from_contents(tensor, shape))
         items.append(RequestInput.model_construct(name=tensor.name, shape=shape, datatype=tensor.datatype,
                                                   parameters=parameters, data=None))
@@ -128,7 +177,7 @@ class GrpcFrontEnd:
             ("grpc.max_receive_message_length", self.service.config.max_body_bytes),
             ("grpc.max_send_message_length", -1)])
         servicer = _servicer_class(grpc, service_pb2, service_pb2_grpc)(self.service)
-        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
+        _register(grpc, service_pb2, service_pb2_grpc, servicer, self._server)
         self.port = self._server.add_insecure_port(f"{host}:{port}")
         if not self.port:
             raise OSError(f"gRPC front end could not bind {host}:{port}")
@@ -141,8 +190,39 @@ class GrpcFrontEnd:
             await self._server.stop(grace_s)
 
 
+class _Registrations:
+    """Stands in for a server while the generated code registers the servicer's methods."""
+
+    def __init__(self) -> None:
+        self.generic: tuple[Any, ...] = ()
+        self.registered: tuple[str, dict[str, Any]] | None = None
+
+    def add_generic_rpc_handlers(self, handlers: tuple[Any, ...]) -> None:
+        self.generic += tuple(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.registered = (service, handlers)
+
+
+def _register(grpc: Any, pb: Any, pb_grpc: Any, servicer: Any, server: Any) -> None:
+    """The generated registration of every method, except that ModelInfer receives the request's
+    bytes undecoded (ModelInferRaw parses it without copying the tensors)."""
+    generated = _Registrations()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, generated)
+    raw_infer = {"ModelInfer": grpc.unary_unary_rpc_method_handler(
+        servicer.ModelInferRaw, request_deserializer=None,
+        response_serializer=pb.ModelInferResponse.SerializeToString)}
+    # generic handlers answer in order: this ModelInfer before the generated one
+    first = grpc.method_handlers_generic_handler(SERVICE, raw_infer)
+    server.add_generic_rpc_handlers((first, *generated.generic))
+    if generated.registered is not None:  # grpcio >= 1.63 code: methods the core matches first
+        service, handlers = generated.registered
+        server.add_registered_method_handlers(service, {**handlers, **raw_infer})
+
+
 def _servicer_class(grpc: Any, pb: Any, pb_grpc: Any) -> type:
     """The servicer, built against the lazily imported protocol modules."""
+    from google.protobuf.message import DecodeError
 
     class Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc, name-defined]
         def __init__(self, service: Service) -> None:
@@ -212,11 +292,23 @@ def _servicer_class(grpc: Any, pb: Any, pb_grpc: Any) -> type:
             return await self._guard(context, call)
 
         async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return await self._infer(request, None, time.perf_counter_ns(), context)
+
+        async def ModelInferRaw(self, message: bytes, context: Any) -> Any:  # noqa: N802
+            """ModelInfer as registered: the serialized request, its tensors left where they are."""
+            started = time.perf_counter_ns()
+            try:
+                rest, raw = split_raw_contents(message)
+                request = pb.ModelInferRequest.FromString(rest)
+            except (InvalidInputError, DecodeError) as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed ModelInferRequest: {exc}")
+            return await self._infer(request, raw, started, context)
+
+        async def _infer(self, request: Any, raw: list[memoryview] | None, started: int, context: Any) -> Any:
             async def call() -> Any:
-                started = time.perf_counter_ns()
                 runner = self._runner(request.model_name, request.model_version)
                 try:
-                    decoded = decode_grpc(request)
+                    decoded = decode_grpc(request, raw)
                 except Exception:
                     dataplane.request_failed(runner, started)
                     raise
