@@ -196,7 +196,9 @@ def test_raw_contents_are_split_off_without_changing_the_rest() -> None:
 
     blobs = [b"\x00" * 300, bytes(range(256)) * 700, b""]
     message = _infer_request(blobs).SerializeToString()
-    rest, raw = split_raw_contents(message)
+    split = split_raw_contents(message)
+    assert split is not None
+    rest, raw = split
     assert [bytes(view) for view in raw] == blobs
     assert all(view.obj is message for view in raw)  # views of the message: no copy
     expected = _infer_request(blobs)
@@ -217,12 +219,19 @@ def test_malformed_infer_messages_are_invalid_argument_and_the_server_stays_up(
     broken = [message[:cut] for cut in cut_at] + [b"\xff" * 12, not_utf8]
     for data in broken:
         with pytest.raises((InvalidInputError, DecodeError)):
-            rest, _ = split_raw_contents(data)
-            service_pb2.ModelInferRequest.FromString(rest)
+            split = split_raw_contents(data)
+            assert split is not None
+            service_pb2.ModelInferRequest.FromString(split[0])
     with grpc.insecure_channel(grpc_served[1]) as channel:
         infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
         for data in broken:
             with pytest.raises(grpc.RpcError) as error:
                 infer(data, timeout=10)
             assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, data[:40]
+        # a million two-byte fields: the scan gives up after MAX_SPLIT_FIELDS and protobuf parses them
+        many = _infer_request([V2_SAMPLES["UINT8"].tobytes()]).SerializeToString() + b"\x18\x01" * 1_000_000
+        assert split_raw_contents(many) is None
+        with pytest.raises(grpc.RpcError) as error:
+            infer(many, timeout=30)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert client(grpc_served).is_server_live()

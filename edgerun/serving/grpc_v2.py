@@ -72,6 +72,7 @@ def _from_contents(tensor: Any, shape: list[int]) -> np.ndarray:
 
 SERVICE = "inference.GRPCInferenceService"
 RAW_INPUT_CONTENTS = 7  # the field number of ModelInferRequest.raw_input_contents
+MAX_SPLIT_FIELDS = 1024  # top-level fields the Python scan walks; past that protobuf parses it all
 
 
 def _varint(data: memoryview, offset: int) -> tuple[int, int]:
@@ -87,15 +88,19 @@ def _varint(data: memoryview, offset: int) -> tuple[int, int]:
     raise InvalidInputError("malformed ModelInferRequest: a varint runs past the message")
 
 
-def split_raw_contents(message: bytes) -> tuple[bytes, list[memoryview]]:
+def split_raw_contents(message: bytes) -> tuple[bytes, list[memoryview]] | None:
     """(the serialized ModelInferRequest without its raw_input_contents, views of those contents
     in ``message``). Parsing only the rest keeps protobuf from copying the tensor bytes twice
-    (once when parsing, once more on every access to a bytes field)."""
+    (once when parsing, once more on every access to a bytes field). None for a message of more
+    than MAX_SPLIT_FIELDS top-level fields (a Python loop over millions of tiny fields would cost
+    seconds; protobuf's own parser takes those)."""
     view = memoryview(message)
     rest: list[memoryview] = []
     raw: list[memoryview] = []
     offset = 0
     while offset < len(view):
+        if len(rest) + len(raw) >= MAX_SPLIT_FIELDS:
+            return None
         start = offset
         key, offset = _varint(view, offset)
         wire = key & 7
@@ -297,9 +302,14 @@ def _servicer_class(grpc: Any, pb: Any, pb_grpc: Any) -> type:
         async def ModelInferRaw(self, message: bytes, context: Any) -> Any:  # noqa: N802
             """ModelInfer as registered: the serialized request, its tensors left where they are."""
             started = time.perf_counter_ns()
+            raw: list[memoryview] | None = None
             try:
-                rest, raw = split_raw_contents(message)
-                request = pb.ModelInferRequest.FromString(rest)
+                split = split_raw_contents(message)
+                if split is None:
+                    request = pb.ModelInferRequest.FromString(message)
+                else:
+                    rest, raw = split
+                    request = pb.ModelInferRequest.FromString(rest)
             except (InvalidInputError, DecodeError) as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed ModelInferRequest: {exc}")
             return await self._infer(request, raw, started, context)
