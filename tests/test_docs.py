@@ -336,6 +336,7 @@ def test_every_documented_option_exists() -> None:
 FOREIGN_FLAGS = {
     "--system-site-packages": "python -m venv",
     "--kserve-mode": "benchmarks/serving.py",
+    "--input-data": "perf_analyzer",
     "--layerPrecisions": "trtexec",
 }
 
