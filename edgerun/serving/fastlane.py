@@ -233,7 +233,7 @@ def lane_protocol(base: type[HttpToolsProtocol], lane: InferLane) -> type[HttpTo
 
         def _set_lowat(self, size: int) -> None:
             if self._socket is not None:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, AttributeError):  # a loop's socket without it: no hint
                     self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, min(size, LOWAT_CAP))
 
         # -- parser callbacks -----------------------------------------------------------------
