@@ -136,16 +136,20 @@ class InferLane:
 
     async def answer(self, request: LaneRequest) -> tuple[int, bytes, bytes]:
         """(status, header lines, body) of the response; never raises. The protocol adds the
-        status line, its default headers and the connection header."""
+        status line, its default headers and the connection header, sends it, then calls
+        :meth:`record` (as ServiceMiddleware records once the response is sent)."""
         metrics = self.service.metrics
         metrics.inflight.inc()
         try:
             status, head, body = await self._respond(request)
         finally:
             metrics.inflight.dec()
-        seconds = (time.perf_counter_ns() - request.started_ns) / 1e9
-        self._guard.record(request.scope, request.route, request.runner.name, status, len(body), seconds)
         return status, head + b"content-length: %d\r\n" % len(body), body
+
+    def record(self, request: LaneRequest, status: int, bytes_out: int) -> None:
+        """Metrics and the access log line of an answered request."""
+        seconds = (time.perf_counter_ns() - request.started_ns) / 1e9
+        self._guard.record(request.scope, request.route, request.runner.name, status, bytes_out, seconds)
 
     async def _respond(self, request: LaneRequest) -> tuple[int, bytes, bytes]:
         runner = request.runner
@@ -283,13 +287,13 @@ def lane_protocol(base: type[HttpToolsProtocol], lane: InferLane) -> type[HttpTo
                 self.transport.close()
                 raise
             request.response_complete = True
-            if self.transport.is_closing():
-                return  # the client left
-            defaults = b"".join(b"%s: %s\r\n" % pair for pair in self.server_state.default_headers)
-            closing = b"" if request.keep_alive else b"connection: close\r\n"
-            self.transport.write(b"".join((STATUS_LINES[status], defaults, head, closing, b"\r\n", body)))
-            if not request.keep_alive:
-                self.transport.close()
-            self.on_response_complete()  # keep-alive timer, or the next pipelined request
+            if not self.transport.is_closing():  # else the client left
+                defaults = b"".join(b"%s: %s\r\n" % pair for pair in self.server_state.default_headers)
+                closing = b"" if request.keep_alive else b"connection: close\r\n"
+                self.transport.write(b"".join((STATUS_LINES[status], defaults, head, closing, b"\r\n", body)))
+                if not request.keep_alive:
+                    self.transport.close()
+                self.on_response_complete()  # keep-alive timer, or the next pipelined request
+            lane.record(request, status, len(body))  # after the answer is on its way
 
     return LaneProtocol
