@@ -449,6 +449,16 @@ class Page:
         return found
 
 
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Page]:
+    """A page of a headless Chromium with a profile of its own, closed after the test."""
+    browser = Chromium(tmp_path / "chromium-profile")
+    try:
+        yield Page(browser)
+    finally:
+        browser.close()
+
+
 # ---- the server the stream and web page tests share -------------------------------------------
 
 MAX_STREAMS = 3

@@ -22,7 +22,7 @@ from edgerun.predictor import open_session
 from edgerun.serving import ModelConfig, ServeConfig, create_app
 from edgerun.serving.config import AuthConfig, LimitsConfig
 
-from .helpers import MODELS
+from .helpers import MODELS, SAMPLES
 
 API_KEY = "serving-test-key"
 STRICT_BODY_LIMIT = 1024 * 1024
@@ -151,6 +151,13 @@ class ServerThread:
         self._thread.join(timeout=TIMEOUT_S)
         self._socket.close()
         assert not self._thread.is_alive(), "uvicorn did not stop"
+
+
+def classify_sample(http: httpx.Client, times: int = 1) -> None:
+    """Upload the sample photo to mobilenet_v2's image route ``times`` times, each answered 200."""
+    for _ in range(times):
+        with (SAMPLES / "chelsea.png").open("rb") as image:
+            assert http.post("/v1/models/mobilenet_v2/predict", files={"file": image}).status_code == 200
 
 
 def shared_config(echo_model: Path) -> ServeConfig:

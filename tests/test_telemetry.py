@@ -30,13 +30,12 @@ from .camera_helpers import read_sse, wait_for
 from .helpers import (
     ORIN_NANO_HWMON,
     REPO,
-    SAMPLES,
     SensorDriver,
     copy_device_tree,
     orin_nano_power_files,
     write_tree,
 )
-from .serving_helpers import ServerThread
+from .serving_helpers import ServerThread, classify_sample
 
 S = 1_000_000_000
 VOLT1, CURR1 = f"{ORIN_NANO_HWMON}/in1_input", f"{ORIN_NANO_HWMON}/curr1_input"
@@ -235,8 +234,7 @@ def test_every_grafana_expression_references_an_exported_metric(orin: tuple[Path
     root, server = orin
     dashboard = json.loads((REPO / "deploy/grafana/edgerun-telemetry.json").read_text())
     with server.client() as http:
-        with (SAMPLES / "chelsea.png").open("rb") as image:
-            assert http.post("/v1/models/mobilenet_v2/predict", files={"file": image}).status_code == 200
+        classify_sample(http)
         write_tree(root, {"/proc/stat": "cpu  284210 320 62344 5120998 2301 0 1433 0 0 0"})
         wait_for(lambda: ("edgerun_cpu_utilization_ratio", ()) in scrape(http), 10, "CPU utilisation")
         exported = {name for name, _ in scrape(http)}
@@ -306,9 +304,7 @@ def test_model_energy_end_to_end_when_power_rises_during_inference(tmp_path: Pat
                      "the idle baseline")
             write_tree(root, {CURR1: "1800"})                                         # 9 W while busy
             time.sleep(0.3)
-            for _ in range(30):
-                with (SAMPLES / "chelsea.png").open("rb") as image:
-                    assert http.post("/v1/models/mobilenet_v2/predict", files={"file": image}).is_success
+            classify_sample(http, 30)
             write_tree(root, {CURR1: "800"})
             wait_for(lambda: http.get("/v1/telemetry").json()["models"][0]["executions"] == 30, 10, "30 runs")
             time.sleep(1.2)                                           # one more window point
@@ -365,6 +361,5 @@ def test_each_v2_request_and_image_prediction_counts_once(orin: tuple[Path, Serv
         before = scrape(http).get(key, 0.0)
         for _ in range(3):
             assert http.post("/v2/models/mobilenet_v2/infer", json=body).status_code == 200
-        with (SAMPLES / "chelsea.png").open("rb") as image:
-            assert http.post("/v1/models/mobilenet_v2/predict", files={"file": image}).status_code == 200
+        classify_sample(http)
         assert scrape(http)[key] - before == 4

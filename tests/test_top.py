@@ -25,12 +25,11 @@ from .helpers import (
     DEVICES,
     ORIN_NANO_HWMON,
     REPO,
-    SAMPLES,
     SensorDriver,
     copy_device_tree,
     device_tree,
 )
-from .serving_helpers import ServerThread
+from .serving_helpers import ServerThread, classify_sample
 
 
 @pytest.mark.parametrize("board", BOARDS)
@@ -107,9 +106,7 @@ def test_live_view_under_tmux(orin_service: tuple[Path, ServerThread]) -> None:
     driver.start()
     try:
         with server.client() as http:
-            for _ in range(5):
-                with (SAMPLES / "chelsea.png").open("rb") as image:
-                    assert http.post("/v1/models/mobilenet_v2/predict", files={"file": image}).is_success
+            classify_sample(http, 5)
         row = re.compile(r"mobilenet_v2\s+\d+\.\d\s+\d+\.\d\s+\d+\.\d")
         wait_for(lambda: row.search(tmux.screen()), 30, "the model's rate and latency in the view")
         screen = tmux.screen()

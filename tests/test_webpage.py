@@ -4,24 +4,13 @@ the result shown, a live stream with overlays; a screenshot saved under test-art
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from .camera_helpers import ARTIFACTS, Chromium, Page, wait_for
+from .camera_helpers import ARTIFACTS, Page, wait_for
 from .helpers import SAMPLES
 from .serving_helpers import ServerThread
-
-
-@pytest.fixture
-def page(tmp_path: Path) -> Iterator[Page]:
-    browser = Chromium(tmp_path / "chromium-profile")
-    try:
-        yield Page(browser)
-    finally:
-        browser.close()
 
 
 def _upload(page: Page, model: str, image: Path) -> str:

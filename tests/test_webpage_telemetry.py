@@ -4,30 +4,18 @@ saved as test-artifacts/webpage-telemetry.png."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from edgerun.config import Settings
 from edgerun.serving import ModelConfig, ServeConfig, create_app
 
-from .camera_helpers import ARTIFACTS, Chromium, Page, wait_for
-from .helpers import ORIN_NANO_HWMON, SAMPLES, SensorDriver, copy_device_tree, write_tree
-from .serving_helpers import ServerThread
+from .camera_helpers import ARTIFACTS, Page, wait_for
+from .helpers import ORIN_NANO_HWMON, SensorDriver, copy_device_tree, write_tree
+from .serving_helpers import ServerThread, classify_sample
 
 CURR1 = f"{ORIN_NANO_HWMON}/curr1_input"
 CPU_ZONE = "/sys/class/thermal/thermal_zone0/temp"
 TJ_ZONE = "/sys/class/thermal/thermal_zone6/temp"      # passive trip at 99 °C
-
-
-@pytest.fixture
-def page(tmp_path: Path) -> Iterator[Page]:
-    browser = Chromium(tmp_path / "chromium-profile")
-    try:
-        yield Page(browser)
-    finally:
-        browser.close()
 
 
 def _pixels(page: Page, canvas: str, rgb: tuple[int, int, int]) -> int:
@@ -53,9 +41,7 @@ def test_live_panel_charts_power_and_temperature_and_shows_throttling(page: Page
         driver.start()
         try:
             with server.client() as http:
-                for _ in range(6):
-                    with (SAMPLES / "chelsea.png").open("rb") as image:
-                        assert http.post("/v1/models/mobilenet_v2/predict", files={"file": image}).is_success
+                classify_sample(http, 6)
             page.send("Page.navigate", {"url": f"{server.url}/"})
             points = "Number(document.getElementById('power-chart')?.dataset.points || 0)"
             wait_for(lambda: page.evaluate(points) >= 8, 30, "power points on the chart")
