@@ -4,71 +4,51 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T", int, float)
+
+
+def _checked(text: str, convert: Callable[[str], T], accept: Callable[[T], bool], expected: str) -> T:
+    """``convert(text)`` when it parses and ``accept`` takes it, else argparse's error naming ``expected``."""
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
     """An integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+    return _checked(text, int, lambda value: value >= 1, "a positive integer")
 
 
 def count(text: str) -> int:
     """An integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _number(text: str, zero_ok: bool) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value >= 0 if zero_ok else value > 0) or math.isinf(value):
-        raise argparse.ArgumentTypeError(
-            f"expected a {'non-negative' if zero_ok else 'positive'} number, got {text!r}")
-    return value
+    return _checked(text, int, lambda value: value >= 0, "an integer >= 0")
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0."""
-    return _number(text, zero_ok=False)
+    return _checked(text, float, lambda value: value > 0 and not math.isinf(value), "a positive number")
 
 
 def non_negative_float(text: str) -> float:
     """A finite number >= 0."""
-    return _number(text, zero_ok=True)
+    return _checked(text, float, lambda value: value >= 0 and not math.isinf(value), "a non-negative number")
 
 
 def fraction(text: str) -> float:
     """A number between 0 and 1 inclusive."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
-    return value
+    return _checked(text, float, lambda value: 0.0 <= value <= 1.0, "a fraction between 0 and 1")
 
 
 def port_number(text: str) -> int:
     """A TCP port, 0..65535 (0: pick a free one)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number in 0..65535, got {text!r}")
-    return value
+    return _checked(text, int, lambda value: 0 <= value <= 65535, "a port number in 0..65535")
 
 
 def key_value(text: str) -> tuple[str, str]:
