@@ -49,9 +49,13 @@ class Served:
     counter: InferCounter
 
 
+STALL_S = 1.0  # limits.header_timeout_s of these servers: also the longest silence inside a lane body
+
+
 def _config(echo_model: Path, lane: bool) -> ServeConfig:
     return ServeConfig(settings=Settings(), server=ServerConfig(infer_fast_lane=lane),
-                       auth=AuthConfig(api_key=KEY), limits=LimitsConfig(max_body_bytes=BODY_LIMIT),
+                       auth=AuthConfig(api_key=KEY),
+                       limits=LimitsConfig(max_body_bytes=BODY_LIMIT, header_timeout_s=STALL_S),
                        models=(ModelConfig("echo", path=str(echo_model), backend="onnxruntime", threads=1),
                                ModelConfig("slow", path=str(echo_model), backend="onnxruntime", threads=1,
                                            dynamic_batching=True, max_queue_delay_us=SLOW_DELAY_US)))
@@ -333,3 +337,18 @@ def test_a_client_that_leaves_mid_body_leaves_the_server_answering(served: Serve
         got = _logits(_read_responses(sock, 1)[0])
     np.testing.assert_allclose(got, references["mobilenet_v2"].infer({"input": image})["logits"],
                                rtol=1e-4, atol=1e-4)
+
+
+def test_a_body_that_goes_silent_is_answered_408_and_frees_its_connection(lane: Served) -> None:
+    body, headers = _echo()
+    request = _request("/v2/models/echo/infer", body + b"\0" * 40_000, headers)  # declared longer than sent
+    started = time.monotonic()
+    with _connect(lane) as sock:
+        sock.sendall(request[:-20_000])
+        [(status, _, answer)] = _read_responses(sock, 1)
+        assert sock.recv(1) == b"", "the connection is closed after the 408"
+    waited = time.monotonic() - started
+    assert status == 408 and b"request body stopped arriving" in answer
+    assert STALL_S <= waited < STALL_S + 5
+    assert _inflight(lane) == 1.0  # the metrics request reading the gauge
+    assert _answer(lane, "/v2/models/echo/infer", body, headers)[0] == 200

@@ -153,5 +153,5 @@ def uvicorn_budgets(limits: LimitsConfig, lane: InferLane | None = None) -> dict
     # backlog near the cap keeps a burst of connections within the process's descriptors.
     backlog = min(2048, max(128, limits.max_connections))
     protocol = budgeted_protocol(limits)
-    return {"http": protocol if lane is None else lane_protocol(protocol, lane),
+    return {"http": protocol if lane is None else lane_protocol(protocol, lane, limits.header_timeout_s),
             "timeout_keep_alive": limits.keep_alive_timeout_s, "backlog": backlog}
