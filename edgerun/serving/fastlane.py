@@ -16,25 +16,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
-import json
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httptools
+from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..errors import EdgerunError
 from . import dataplane
 from .body import aligned_buffer
-from .codec import decode_request, encode_response
-from .dataplane import InferResult
-from .errors import edgerun_error_answer, unexpected_answer
+from .codec import decode_request
+from .errors import edgerun_error_answer, error_response, unexpected_answer
 from .execution import ModelRunner
 from .middleware import ServiceMiddleware
 from .service import Service
-from .v2 import infer_target
+from .v2 import encode_http, infer_target
 
 INFER_ROUTE = "/v2/models/{model_name}/infer"
 INFER_VERSION_ROUTE = "/v2/models/{model_name}/versions/{model_version}/infer"
@@ -46,8 +45,6 @@ STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".enc
                 for status in http.HTTPStatus}
 SCRATCH_BYTES = 64 * 1024     # what one read takes outside a lane body (request lines, headers, ASGI bodies)
 LOWAT_CAP = 1024 * 1024       # the most bytes a lane body read waits for before waking the loop
-JSON_TYPE = b"content-type: application/json\r\n"
-BINARY_TYPE = b"content-type: application/octet-stream\r\n"
 
 
 class _NoEvent:
@@ -134,24 +131,23 @@ class InferLane:
         return LaneRequest(scope, runner, INFER_ROUTE if version is None else INFER_VERSION_ROUTE,
                            lengths[1], aligned_buffer(lengths[0], lengths[1]), keep_alive)
 
-    async def answer(self, request: LaneRequest) -> tuple[int, bytes, bytes]:
-        """(status, header lines, body) of the response; never raises. The protocol adds the
-        status line, its default headers and the connection header, sends it, then calls
-        :meth:`record` (as ServiceMiddleware records once the response is sent)."""
+    async def answer(self, request: LaneRequest) -> Response:
+        """The response, as the ASGI route builds it; never raises. The protocol sends it with the
+        status line, its default headers and the connection header, then calls :meth:`record`
+        (as ServiceMiddleware records once the response is sent)."""
         metrics = self.service.metrics
         metrics.inflight.inc()
         try:
-            status, head, body = await self._respond(request)
+            return await self._respond(request)
         finally:
             metrics.inflight.dec()
-        return status, head + b"content-length: %d\r\n" % len(body), body
 
     def record(self, request: LaneRequest, status: int, bytes_out: int) -> None:
         """Metrics and the access log line of an answered request."""
         seconds = (time.perf_counter_ns() - request.started_ns) / 1e9
         self._guard.record(request.scope, request.route, request.runner.name, status, bytes_out, seconds)
 
-    async def _respond(self, request: LaneRequest) -> tuple[int, bytes, bytes]:
+    async def _respond(self, request: LaneRequest) -> Response:
         runner = request.runner
         try:
             try:
@@ -159,32 +155,12 @@ class InferLane:
             except Exception:
                 dataplane.request_failed(runner, request.started_ns)
                 raise
-            body, header_length = await dataplane.infer(
-                runner, decoded, self.service.config.request_timeout_s, request.started_ns, _encode)
+            return await dataplane.infer(runner, decoded, self.service.config.request_timeout_s,
+                                         request.started_ns, encode_http)
         except EdgerunError as exc:
-            status, message, extra = edgerun_error_answer(exc, "POST", request.scope["path"])
-            return status, _error_head(extra), _error_body(message)
+            return error_response(*edgerun_error_answer(exc, "POST", request.scope["path"]))
         except Exception as exc:
-            status, message = unexpected_answer(exc, "POST", request.scope["path"])
-            return status, JSON_TYPE, _error_body(message)
-        if header_length is None:
-            return 200, JSON_TYPE, body
-        return 200, BINARY_TYPE + b"inference-header-content-length: %d\r\n" % header_length, body
-
-
-def _encode(result: InferResult) -> tuple[bytes, int | None]:
-    return encode_response(result.header(), result.outputs)
-
-
-def _error_body(message: str) -> bytes:
-    """The body JSONResponse renders for {"error": message}, byte for byte."""
-    return json.dumps({"error": message}, ensure_ascii=False, allow_nan=False, indent=None,
-                      separators=(",", ":")).encode("utf-8")
-
-
-def _error_head(headers: dict[str, str] | None) -> bytes:
-    extra = "".join(f"{name.lower()}: {value}\r\n" for name, value in (headers or {}).items())
-    return JSON_TYPE + extra.encode("latin-1")
+            return error_response(*unexpected_answer(exc, "POST", request.scope["path"]))
 
 
 def lane_protocol(base: type[HttpToolsProtocol], lane: InferLane, stall_s: float) -> type[HttpToolsProtocol]:
@@ -313,19 +289,25 @@ def lane_protocol(base: type[HttpToolsProtocol], lane: InferLane, stall_s: float
 
         async def _answer(self, request: LaneRequest) -> None:
             try:
-                status, head, body = await lane.answer(request)
+                response = await lane.answer(request)
             except BaseException:  # lane.answer answers every error itself: this is a bug, or a stop
                 request.response_complete = True
                 self.transport.close()
                 raise
             request.response_complete = True
             if not self.transport.is_closing():  # else the client left
-                defaults = b"".join(b"%s: %s\r\n" % pair for pair in self.server_state.default_headers)
-                closing = b"" if request.keep_alive else b"connection: close\r\n"
-                self.transport.write(b"".join((STATUS_LINES[status], defaults, head, closing, b"\r\n", body)))
+                self.transport.write(self._framed(response, request.keep_alive))
                 if not request.keep_alive:
                     self.transport.close()
                 self.on_response_complete()  # keep-alive timer, or the next pipelined request
-            lane.record(request, status, len(body))  # after the answer is on its way
+            lane.record(request, response.status_code, len(response.body))  # after the answer is sent
+
+        def _framed(self, response: Response, keep_alive: bool) -> bytes:
+            """``response`` as HTTP/1.1 bytes, after the server's default headers (date)."""
+            headers = (*self.server_state.default_headers, *response.raw_headers)
+            head = b"".join(b"%s: %s\r\n" % pair for pair in headers)
+            closing = b"" if keep_alive else b"connection: close\r\n"
+            status = STATUS_LINES[response.status_code]
+            return b"".join((status, head, closing, b"\r\n", bytes(response.body)))
 
     return LaneProtocol
