@@ -50,17 +50,27 @@ def aligned_buffer(size: int, header_length: int) -> memoryview:
     return memoryview(storage)[start:start + size]
 
 
+def binary_lengths(content_length: str | bytes | None, header_length: str | bytes | None,
+                   limit: int) -> tuple[int, int] | None:
+    """(body bytes, JSON header bytes) of a binary-extension body that can be received straight
+    into an aligned buffer: both lengths given as digits, header <= body <= ``limit``; else None."""
+    if content_length is None or header_length is None or not content_length.isdigit() \
+            or not header_length.isdigit():
+        return None
+    size, header = int(content_length), int(header_length)
+    return (size, header) if header <= size <= limit else None
+
+
 async def read_infer_body(request: Request, limit: int, header_length: str | None) -> bytes | memoryview:
     """An infer request's body. A plain binary-extension body of known length is received
     straight into an aligned buffer (one copy from the socket's chunks, none when decoding);
     any other body is read whole by :func:`read_body`."""
-    length = request.headers.get("content-length", "")
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if header_length is None or not header_length.isdigit() or not length.isdigit() \
-            or encoding not in ("", "identity") or not int(header_length) <= int(length) <= limit:
+    lengths = binary_lengths(request.headers.get("content-length"), header_length, limit)
+    if lengths is None or encoding not in ("", "identity"):
         return await read_body(request, limit)
-    size = int(length)
-    buffer = aligned_buffer(size, int(header_length))
+    size, header_size = lengths
+    buffer = aligned_buffer(size, header_size)
     offset = 0
     async for chunk in request.stream():
         end = offset + len(chunk)

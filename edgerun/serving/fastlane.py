@@ -27,7 +27,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..errors import EdgerunError
 from . import dataplane
-from .body import aligned_buffer
+from .body import aligned_buffer, binary_lengths
 from .codec import decode_request
 from .errors import edgerun_error_answer, error_response, unexpected_answer
 from .execution import ModelRunner
@@ -41,6 +41,7 @@ INFER_VERSION_ROUTE = "/v2/models/{model_name}/versions/{model_version}/infer"
 # a request carrying one goes that way.
 ASGI_ONLY = frozenset({b"transfer-encoding", b"content-encoding", b"expect", b"upgrade",
                        b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"})
+LENGTH_HEADERS = frozenset({b"content-length", b"inference-header-content-length"})
 STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode()
                 for status in http.HTTPStatus}
 SCRATCH_BYTES = 64 * 1024     # what one read takes outside a lane body (request lines, headers, ASGI bodies)
@@ -78,24 +79,15 @@ class LaneRequest:
         self.received = end
 
 
-def _lengths(headers: list[tuple[bytes, bytes]]) -> tuple[int, int] | None:
-    """(Content-Length, Inference-Header-Content-Length), each given once as digits, and no header
-    the lane leaves to ASGI; else None."""
-    body = header = None
+def _lengths(headers: list[tuple[bytes, bytes]], limit: int) -> tuple[int, int] | None:
+    """:func:`binary_lengths` of Content-Length and Inference-Header-Content-Length, each given
+    once, when no header the lane leaves to ASGI is there; else None."""
+    found: dict[bytes, bytes] = {}
     for name, value in headers:
-        if name in ASGI_ONLY:
+        if name in ASGI_ONLY or (name in LENGTH_HEADERS and name in found):
             return None
-        if name == b"content-length":
-            if body is not None or not value.isdigit():
-                return None
-            body = int(value)
-        elif name == b"inference-header-content-length":
-            if header is not None or not value.isdigit():
-                return None
-            header = int(value)
-    if body is None or header is None or header > body:
-        return None
-    return body, header
+        found[name] = value
+    return binary_lengths(found.get(b"content-length"), found.get(b"inference-header-content-length"), limit)
 
 
 class InferLane:
@@ -117,8 +109,8 @@ class InferLane:
             return None  # percent-escapes: ASGI decodes them
         path = raw_path.decode("ascii")
         target = infer_target(path)
-        lengths = _lengths(headers) if target is not None else None
-        if target is None or lengths is None or lengths[0] > self._limit:
+        lengths = _lengths(headers, self._limit) if target is not None else None
+        if target is None or lengths is None:
             return None
         scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "client": client}
         if self._guard.rejection(scope) is not None:
