@@ -8,6 +8,7 @@ the front end needs ``pip install 'edgerun[grpc]'``; both imports happen only wh
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -19,10 +20,10 @@ import numpy as np
 from .. import __version__
 from ..errors import EdgerunError, InvalidInputError
 from ..types import to_v2_datatype
-from . import dataplane
+from . import dataplane, grpc_h2
 from .codec import DecodedRequest, binary_data, element_count, tensor_from_binary, tensor_from_json
 from .dataplane import InferResult
-from .execution import ModelRunner
+from .execution import ModelRunner, within
 from .service import Service
 from .wire import InferRequest, RequestInput, RequestOutput
 
@@ -41,9 +42,10 @@ def _protocol() -> tuple[Any, Any, Any]:
     """(grpc.aio, service_pb2, service_pb2_grpc), imported on first use."""
     try:
         import grpc
+        import hpack  # noqa: F401 (grpc_h2 decodes header blocks with it)
         from tritonclient.grpc import service_pb2, service_pb2_grpc
     except ImportError as exc:
-        raise InvalidInputError("the gRPC front end needs grpcio and tritonclient's protocol classes: "
+        raise InvalidInputError("the gRPC front end needs grpcio, hpack and tritonclient's protocol classes: "
                                 "pip install 'edgerun[grpc]'") from exc
     return grpc, service_pb2, service_pb2_grpc
 
@@ -71,6 +73,8 @@ def _from_contents(tensor: Any, shape: list[int]) -> np.ndarray:
 
 
 SERVICE = "inference.GRPCInferenceService"
+MAX_STREAMS = 100  # calls in flight per gRPC connection
+INVALID_ARGUMENT, DEADLINE_EXCEEDED = 3, 4  # gRPC status codes
 RAW_INPUT_CONTENTS = 7  # the field number of ModelInferRequest.raw_input_contents
 MAX_SPLIT_FIELDS = 1024  # top-level fields the Python scan walks; past that protobuf parses it all
 
@@ -169,60 +173,89 @@ def encoder(service_pb2: Any) -> Callable[[InferResult], Any]:
 
 
 class GrpcFrontEnd:
-    """A grpc.aio server answering GRPCInferenceService from the service's models."""
+    """GRPCInferenceService from the service's models, over edgerun's own HTTP/2 transport
+    (grpc_h2.py) with the connection budgets of the config's ``limits``."""
 
     def __init__(self, service: Service) -> None:
         self.service = service
         self.port = 0
         self._server: Any = None
+        self._registry: grpc_h2.Registry | None = None
 
     async def start(self, host: str, port: int) -> int:
         grpc, service_pb2, service_pb2_grpc = _protocol()
-        self._server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", self.service.config.max_body_bytes),
-            ("grpc.max_send_message_length", -1)])
         servicer = _servicer_class(grpc, service_pb2, service_pb2_grpc)(self.service)
-        _register(grpc, service_pb2, service_pb2_grpc, servicer, self._server)
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
-        if not self.port:
-            raise OSError(f"gRPC front end could not bind {host}:{port}")
-        await self._server.start()
+        limits = self.service.config.limits
+        h2_limits = grpc_h2.H2Limits(max_connections=limits.max_connections, max_streams=MAX_STREAMS,
+                                     max_message_bytes=limits.max_body_bytes,
+                                     max_header_bytes=limits.max_header_bytes,
+                                     stall_timeout_s=limits.header_timeout_s)
+        self._server, self._registry = await grpc_h2.serve(
+            host, port, h2_limits, dispatcher(service_pb2, servicer),
+            backlog=min(limits.max_connections, 4096))
+        self.port = int(self._server.sockets[0].getsockname()[1])
         log.info("KServe V2 gRPC on %s:%d", host, self.port)
         return self.port
 
     async def stop(self, grace_s: float) -> None:
-        if self._server is not None:
-            await self._server.stop(grace_s)
+        if self._server is not None and self._registry is not None:
+            self._server.close()
+            await self._registry.drain(grace_s)
 
 
-class _Registrations:
-    """Stands in for a server while the generated code registers the servicer's methods."""
-
-    def __init__(self) -> None:
-        self.generic: tuple[Any, ...] = ()
-        self.registered: tuple[str, dict[str, Any]] | None = None
-
-    def add_generic_rpc_handlers(self, handlers: tuple[Any, ...]) -> None:
-        self.generic += tuple(handlers)
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        self.registered = (service, handlers)
+class _Aborted(Exception):
+    def __init__(self, code: int, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
 
 
-def _register(grpc: Any, pb: Any, pb_grpc: Any, servicer: Any, server: Any) -> None:
-    """The generated registration of every method, except that ModelInfer receives the request's
-    bytes undecoded (ModelInferRaw parses it without copying the tensors)."""
-    generated = _Registrations()
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, generated)
-    raw_infer = {"ModelInfer": grpc.unary_unary_rpc_method_handler(
-        servicer.ModelInferRaw, request_deserializer=None,
-        response_serializer=pb.ModelInferResponse.SerializeToString)}
-    # generic handlers answer in order: this ModelInfer before the generated one
-    first = grpc.method_handlers_generic_handler(SERVICE, raw_infer)
-    server.add_generic_rpc_handlers((first, *generated.generic))
-    if generated.registered is not None:  # grpcio >= 1.63 code: methods the core matches first
-        service, handlers = generated.registered
-        server.add_registered_method_handlers(service, {**handlers, **raw_infer})
+class CallContext:
+    """The part of grpc's ServicerContext the servicer uses: the metadata, and abort."""
+
+    def __init__(self, metadata: list[tuple[str, str]]) -> None:
+        self._metadata = tuple(metadata)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    async def abort(self, code: Any, details: str) -> None:
+        raise _Aborted(int(code.value[0]), details)
+
+
+def dispatcher(pb: Any, servicer: Any) -> grpc_h2.Dispatch:
+    """The transport's dispatch function: each unary method the servicer implements, by :path;
+    ModelInfer gets the request's bytes (ModelInferRaw). Others are UNIMPLEMENTED."""
+    from google.protobuf.message import DecodeError
+
+    methods: dict[str, tuple[Callable[[Any], Any] | None, Callable[..., Awaitable[Any]]]] = {}
+    for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+        if method.client_streaming or method.server_streaming or method.name not in type(servicer).__dict__:
+            continue
+        parse = getattr(pb, method.input_type.name).FromString
+        handler = getattr(servicer, method.name)
+        if method.name == "ModelInfer":
+            parse, handler = None, servicer.ModelInferRaw
+        methods[f"/{SERVICE}/{method.name}"] = (parse, handler)
+
+    async def dispatch(call: grpc_h2.GrpcCall) -> grpc_h2.GrpcReply:
+        found = methods.get(call.method)
+        if found is None:
+            return grpc_h2.GrpcReply(grpc_h2.GRPC_UNIMPLEMENTED,
+                                     details=f"method {call.method} is not implemented")
+        parse, handler = found
+        try:
+            work = handler(call.message if parse is None else parse(call.message), CallContext(call.metadata))
+            response = await (within(work, call.deadline_s) if call.deadline_s is not None else work)
+        except _Aborted as exc:
+            return grpc_h2.GrpcReply(exc.code, details=exc.details)
+        except DecodeError as exc:
+            return grpc_h2.GrpcReply(INVALID_ARGUMENT, details=f"malformed request message: {exc}")
+        except asyncio.TimeoutError:
+            return grpc_h2.GrpcReply(DEADLINE_EXCEEDED, details="the call's grpc-timeout passed")
+        return grpc_h2.GrpcReply(message=response.SerializeToString())
+
+    return dispatch
 
 
 def _servicer_class(grpc: Any, pb: Any, pb_grpc: Any) -> type:

@@ -1,0 +1,341 @@
+"""edgerun's HTTP/2 transport for gRPC (grpc_h2.py) against a second HTTP/2 implementation (the h2
+package) and hand-made hostile frames: flow control both ways, the budgets, and that a hostile
+connection costs only itself."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2
+
+from edgerun.config import Settings
+from edgerun.serving import ModelConfig, ServeConfig, create_app
+from edgerun.serving.config import LimitsConfig, ServerConfig
+
+from .serving_helpers import ServerThread
+
+BODY_LIMIT = 1024 * 1024
+STALL_S = 0.5
+MAX_CONNECTIONS = 6
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+GOAWAY, RST_STREAM = 7, 3
+
+
+def write_echo_uint8(path: Path) -> Path:
+    """An ONNX Identity: in_UINT8 [batch, n] -> out_UINT8."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["in_UINT8"], ["out_UINT8"])], "echo",
+                              [helper.make_tensor_value_info("in_UINT8", TensorProto.UINT8, ["batch", "n"])],
+                              [helper.make_tensor_value_info("out_UINT8", TensorProto.UINT8, ["batch", "n"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="module")
+def grpc_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server with a one-input echo model, a 1 MiB body limit, a 0.5 s stall deadline and 6 connections."""
+    model = write_echo_uint8(tmp_path_factory.mktemp("echo_uint8") / "echo.onnx")
+    config = ServeConfig(settings=Settings(), server=ServerConfig(grpc_port=0),
+                         limits=LimitsConfig(max_body_bytes=BODY_LIMIT, header_timeout_s=STALL_S,
+                                             max_connections=MAX_CONNECTIONS),
+                         models=(ModelConfig("echo", path=str(model), backend="onnxruntime", threads=1),))
+    app = create_app(config)
+    with ServerThread(app) as server:
+        server.wait_ready()
+        yield f"127.0.0.1:{app.state.grpc_port}"
+
+
+@dataclass
+class Reply:
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    data: bytearray = field(default_factory=bytearray)
+    trailers: dict[bytes, bytes] = field(default_factory=dict)
+    reset: int | None = None
+
+    @property
+    def status(self) -> int:
+        fields = self.trailers or self.headers  # Trailers-Only answers carry grpc-status in the headers
+        return int(fields[b"grpc-status"])
+
+    def message(self) -> bytes:
+        compressed, size = struct.unpack(">BI", self.data[:5])
+        assert compressed == 0 and len(self.data) == 5 + size
+        return bytes(self.data[5:])
+
+
+class Client:
+    """A gRPC client made of the h2 package: it speaks HTTP/2 correctly, with the window it is given."""
+
+    def __init__(self, address: str, window: int = 65_535) -> None:
+        host, port = address.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        self.h2 = h2.connection.H2Connection(config)
+        self.h2.initiate_connection()
+        self.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        self.replies: dict[int, Reply] = {}
+        self.ended: set[int] = set()
+        self.settled = False
+        self._send()
+        while not self.settled:  # the server's SETTINGS and connection window
+            self._read()
+
+    def _send(self) -> None:
+        self.sock.sendall(self.h2.data_to_send())
+
+    def _read(self) -> None:
+        data = self.sock.recv(1 << 20)
+        assert data, "the server closed the connection"
+        for event in self.h2.receive_data(data):
+            reply = self.replies.get(getattr(event, "stream_id", 0) or 0)
+            if isinstance(event, h2.events.RemoteSettingsChanged):
+                self.settled = True
+            elif isinstance(event, h2.events.ResponseReceived) and reply is not None:
+                reply.headers = dict(event.headers)
+            elif isinstance(event, h2.events.DataReceived) and reply is not None:
+                reply.data += event.data
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.TrailersReceived) and reply is not None:
+                reply.trailers = dict(event.headers)
+            elif isinstance(event, h2.events.StreamReset) and reply is not None:
+                reply.reset = event.error_code
+                self.ended.add(event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                self.ended.add(event.stream_id)
+        self._send()
+
+    def start(self, method: str, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = (),
+              end: bool = True) -> int:
+        stream = self.h2.get_next_available_stream_id()
+        self.replies[stream] = Reply()
+        self.h2.send_headers(stream, [
+            (b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"edgerun"),
+            (b":path", f"/inference.GRPCInferenceService/{method}".encode()),
+            (b"content-type", b"application/grpc"), (b"te", b"trailers"), *headers])
+        while body and stream not in self.ended:
+            size = min(len(body), self.h2.local_flow_control_window(stream), self.h2.max_outbound_frame_size)
+            if not size:
+                self._read()  # wait for window
+                continue
+            self.h2.send_data(stream, body[:size])
+            body = body[size:]
+            self._send()
+        if end and stream not in self.ended:
+            self.h2.end_stream(stream)
+        self._send()
+        return stream
+
+    def wait(self, stream: int) -> Reply:
+        deadline = time.monotonic() + 10
+        while stream not in self.ended:
+            assert time.monotonic() < deadline
+            self._read()
+        return self.replies[stream]
+
+    def call(self, method: str, message: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:
+        return self.wait(self.start(method, grpc_message(message), headers))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def grpc_message(message: bytes, compressed: int = 0, size: int | None = None) -> bytes:
+    return struct.pack(">BI", compressed, len(message) if size is None else size) + message
+
+
+def echo_request(size: int) -> tuple[bytes, np.ndarray]:
+    """A ModelInfer request for the echo model with ``size`` bytes of input, and that input."""
+    array = (np.arange(size) % 251).astype(np.uint8).reshape(1, size)
+    request = service_pb2.ModelInferRequest(model_name="echo")
+    request.inputs.add(name="in_UINT8", datatype="UINT8", shape=[1, size])
+    request.raw_input_contents.append(array.tobytes())
+    request.outputs.add(name="out_UINT8")
+    return request.SerializeToString(), array
+
+
+def served_echo(address: str) -> None:
+    """A normal call on a new connection succeeds (the server is up and answering)."""
+    client = Client(address)
+    try:
+        message, array = echo_request(3)
+        reply = client.call("ModelInfer", message)
+        assert reply.status == 0
+        response = service_pb2.ModelInferResponse.FromString(reply.message())
+        assert response.raw_output_contents[0] == array.tobytes()
+    finally:
+        client.close()
+
+
+def closed_with(sock: socket.socket, code: int | None) -> bool:
+    """Read until the server closes; whether it sent GOAWAY with ``code`` first (None: any or none)."""
+    sock.settimeout(5)
+    received = bytearray()
+    while data := sock.recv(65536):
+        received += data
+    if code is None:
+        return True
+    offset = 0
+    while offset + 9 <= len(received):
+        length = int.from_bytes(received[offset:offset + 3], "big")
+        kind = received[offset + 3]
+        if kind == GOAWAY:
+            return bool(struct.unpack(">I", received[offset + 13:offset + 17])[0] == code)
+        offset += 9 + length
+    return False
+
+
+def raw_connection(address: str, frames: bytes = b"", preface: bytes = PREFACE) -> socket.socket:
+    host, port = address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(preface + frames)
+    return sock
+
+
+def frame(kind: int, flags: int, stream: int, payload: bytes = b"", length: int | None = None) -> bytes:
+    size = len(payload) if length is None else length
+    return size.to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+SETTINGS = frame(4, 0, 0)
+
+
+def test_a_large_answer_waits_for_a_small_client_window(grpc_address: str) -> None:
+    client = Client(grpc_address, window=16_384)
+    try:
+        message, array = echo_request(300_000)  # 300 KB in, 300 KB out: 19 windows' worth
+        reply = client.call("ModelInfer", message)
+        assert reply.status == 0
+        response = service_pb2.ModelInferResponse.FromString(reply.message())
+        assert response.raw_output_contents[0] == array.tobytes()
+        assert list(response.outputs[0].shape) == [1, 300_000]
+    finally:
+        client.close()
+
+
+def test_calls_in_flight_on_one_connection_each_get_their_own_answer(grpc_address: str) -> None:
+    client = Client(grpc_address)
+    try:
+        requests = {client.start("ModelInfer", grpc_message(echo_request(rows)[0])): rows
+                    for rows in (1, 10_000, 7, 120_000, 2)}
+        for stream, rows in requests.items():
+            response = service_pb2.ModelInferResponse.FromString(client.wait(stream).message())
+            assert response.raw_output_contents[0] == echo_request(rows)[1].tobytes()
+    finally:
+        client.close()
+
+
+def test_refusals_are_grpc_statuses_and_the_connection_lives_on(grpc_address: str) -> None:
+    client = Client(grpc_address)
+    message = echo_request(2)[0]
+    try:
+        too_big = client.wait(client.start("ModelInfer", grpc_message(b"", size=BODY_LIMIT + 1)))
+        assert too_big.status == 8 and b"limits.max_body_bytes" in too_big.headers[b"grpc-message"]
+        compressed = client.wait(client.start("ModelInfer", grpc_message(message, compressed=1)))
+        assert compressed.status == 12
+        two = client.wait(client.start("ModelInfer", grpc_message(message) + grpc_message(message)))
+        assert two.status == 12
+        assert client.wait(client.start("ModelInfer", b"")).status == 13  # no message at all
+        assert client.wait(client.start("ModelInfer", grpc_message(message)[:-1])).status == 13
+        assert client.call("NoSuchMethod", b"").status == 12
+        assert client.call("ModelInfer", b"\xff" * 12).status == 3
+        unknown = service_pb2.ModelInferRequest(model_name="nope").SerializeToString()
+        missing = client.call("ModelInfer", unknown)
+        assert missing.status == 5 and b"nope" in missing.headers[b"grpc-message"]
+        late = client.call("ModelInfer", message, headers=((b"grpc-timeout", b"1n"),))
+        assert late.status == 4
+        not_grpc = client.wait(client.start("ModelInfer", grpc_message(message),
+                                            headers=((b"content-type", b"application/json"),)))
+        assert not_grpc.headers[b":status"] == b"415"
+        ok = client.call("ModelInfer", message)  # the same connection still answers
+        assert ok.status == 0
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(("frames", "preface", "code"), [
+    pytest.param(b"GET / HTTP/1.1\r\n\r\n", b"", 0x1, id="HTTP/1.1 instead of the preface"),
+    pytest.param(frame(1, 4, 1, b"\x82"), PREFACE, 0x1, id="HEADERS before SETTINGS"),
+    pytest.param(SETTINGS + frame(0, 0, 1, length=2**24 - 1), PREFACE, 0x6, id="a 16 MiB frame"),
+    pytest.param(SETTINGS + frame(1, 0, 1, b"\x82") + frame(9, 0, 1, b"\x00" * 60_000), PREFACE, 0x1,
+                 id="a header block past max_header_bytes"),
+    pytest.param(SETTINGS + frame(1, 4, 1, b"\xff\xff\xff\xff"), PREFACE, 0x9, id="undecodable HPACK"),
+    pytest.param(SETTINGS + frame(1, 4, 2, b"\x82"), PREFACE, 0x1, id="an even stream id"),
+    pytest.param(SETTINGS + frame(0, 0, 5, b"xx"), PREFACE, 0x1, id="DATA on an idle stream"),
+    pytest.param(SETTINGS + frame(5, 4, 1, b"\x00" * 4), PREFACE, 0x1, id="PUSH_PROMISE from a client"),
+    pytest.param(SETTINGS + frame(6, 0, 0, b"\x00" * 7), PREFACE, 0x6, id="a 7-byte PING"),
+    pytest.param(SETTINGS + frame(8, 0, 0, b"\x00" * 4), PREFACE, 0x3, id="a zero window update"),
+    pytest.param(SETTINGS + frame(8, 0, 0, b"\x7f\xff\xff\xff"), PREFACE, 0x3, id="a window past 2^31-1"),
+    pytest.param(SETTINGS + frame(4, 0, 0, struct.pack(">HI", 5, 100)), PREFACE, 0x1,
+                 id="max frame size 100"),
+    pytest.param(SETTINGS + frame(3, 0, 9, b"\x00" * 4), PREFACE, 0x1, id="RST_STREAM of an idle stream"),
+])
+def test_a_hostile_connection_gets_goaway_and_costs_only_itself(grpc_address: str, frames: bytes,
+                                                                preface: bytes, code: int) -> None:
+    with raw_connection(grpc_address, frames, preface) as sock:
+        assert closed_with(sock, code)
+    served_echo(grpc_address)
+
+
+def test_a_stalled_request_is_closed_and_an_idle_connection_is_not(grpc_address: str) -> None:
+    idle = Client(grpc_address)
+    stalled = Client(grpc_address)
+    try:
+        message = grpc_message(echo_request(1000)[0])
+        stalled.start("ModelInfer", message[:100], end=False)  # the rest never comes
+        time.sleep(STALL_S * 3)
+        assert closed_with(stalled.sock, 0x1)
+        assert idle.call("ModelInfer", echo_request(1)[0]).status == 0
+    finally:
+        idle.close()
+        stalled.close()
+
+
+def test_rapid_resets_buy_no_unbounded_work(grpc_address: str) -> None:
+    client = Client(grpc_address)
+    try:
+        message = grpc_message(echo_request(20_000)[0])
+        for _ in range(500):  # each call is sent whole and cancelled at once
+            stream = client.start("ModelInfer", message)
+            client.h2.reset_stream(stream)
+            client._send()
+        start = time.monotonic()
+        assert client.call("ModelInfer", echo_request(1)[0]).status == 0
+        assert time.monotonic() - start < 10
+    finally:
+        client.close()
+    served_echo(grpc_address)
+
+
+def test_the_connection_cap_evicts_idle_connections_and_refuses_busy_ones(grpc_address: str) -> None:
+    clients = [Client(grpc_address) for _ in range(MAX_CONNECTIONS)]
+    try:
+        newest = Client(grpc_address)  # one more: the oldest idle one makes room
+        clients.append(newest)
+        assert closed_with(clients[0].sock, None)
+        assert newest.call("ModelInfer", echo_request(1)[0]).status == 0
+        for client in clients[1:]:  # every connection has a request half sent
+            client.start("ModelInfer", grpc_message(echo_request(1000)[0])[:50], end=False)
+        with raw_connection(grpc_address, SETTINGS) as refused:  # closed before a byte is answered
+            refused.settimeout(5)
+            with contextlib.suppress(ConnectionResetError):  # closed with our SETTINGS unread
+                assert refused.recv(65536) == b""
+    finally:
+        for client in clients:
+            client.close()
+    time.sleep(STALL_S * 3)  # the stalled ones are closed by then; there is room again
+    served_echo(grpc_address)
