@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from .body import aligned_buffer
 from .logfilter import RepeatFilter
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class GrpcCall:
 
     method: str  # the :path, e.g. "/inference.GRPCInferenceService/ModelInfer"
     metadata: list[tuple[str, str]]  # the client's other headers, lower-case names
-    message: bytes | bytearray  # the request message, its 5-byte gRPC prefix removed
+    message: memoryview  # the request message, its 5-byte gRPC prefix removed
     deadline_s: float | None  # from grpc-timeout: seconds left when the call arrived
 
 
@@ -146,7 +147,7 @@ class Stream:
     id: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     prefix: bytearray = field(default_factory=bytearray)  # the gRPC message prefix while it arrives
-    body: bytearray | None = None  # the message, allocated once its length is known
+    body: memoryview | None = None  # the message, allocated once its length is known
     filled: int = 0
     received: int = 0  # flow-controlled bytes of this stream, window given back when it ends
     ended: bool = False  # the client's half is closed
@@ -216,6 +217,7 @@ class H2Connection(asyncio.Protocol):
         self.paused = False
         self.last_progress = time.monotonic()
         self.stall_timer: asyncio.TimerHandle | None = None
+        self.outgoing: list[bytes] = []
 
     # ---- connection life ----------------------------------------------------------------
 
@@ -258,6 +260,7 @@ class H2Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def close(self) -> None:
+        self._push()
         if self.transport is not None:
             self.transport.close()
 
@@ -272,10 +275,16 @@ class H2Connection(asyncio.Protocol):
         self.close_when_idle = self.close_when_idle or close_when_idle or code != NO_ERROR
         if code != NO_ERROR or not self.streams:
             self.close()
+        self._push()
 
     def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        """Queue ``data``; _push sends the queue in one write (once per event the loop handles)."""
+        self.outgoing.append(data)
+
+    def _push(self) -> None:
+        if self.outgoing and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self.outgoing))
+        self.outgoing.clear()
 
     def _arm_stall_timer(self) -> None:
         loop = asyncio.get_running_loop()
@@ -301,52 +310,62 @@ class H2Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_progress = time.monotonic()
         try:
-            self._receive(memoryview(data))
+            self._receive(data)
         except ConnectionError_ as exc:
             log.warning("gRPC connection closed: %s", exc)
             self.go_away(exc.code, str(exc))
+        self._push()
 
-    def _receive(self, data: memoryview) -> None:
+    def _receive(self, data: bytes) -> None:
+        """Parse ``data`` after what was left over; keep the unparsed end (a partial frame)."""
+        chunk: bytes | bytearray = data
+        if self.buffer:
+            self.buffer += data
+            chunk, self.buffer = self.buffer, bytearray()
+        with memoryview(chunk) as view:
+            parsed = self._parse(view)
+            self.buffer += view[parsed:]
+
+    def _parse(self, view: memoryview) -> int:
+        """Handle the complete frames in ``view``; returns how far it got."""
         offset = 0
-        if self.data_left:
-            offset = self._stream_data(data, 0)
-        if offset == len(data):
-            return
-        self.buffer += data[offset:]
         if not self.preface_seen:
-            if len(self.buffer) < len(PREFACE):
-                if not PREFACE.startswith(self.buffer):
+            if len(view) < len(PREFACE):
+                if not PREFACE.startswith(view):
                     raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-                return
-            if self.buffer[:len(PREFACE)] != PREFACE:
+                return 0
+            if view[:len(PREFACE)] != PREFACE:
                 raise ConnectionError_(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-            del self.buffer[:len(PREFACE)]
             self.preface_seen = True
-        self._frames()
-
-    def _frames(self) -> None:
-        while len(self.buffer) >= 9 and self.transport is not None:
-            word, flags, stream_id = FRAME_HEADER.unpack_from(self.buffer)
+            offset = len(PREFACE)
+        while self.transport is not None:
+            if self.data_left:  # inside a DATA payload: straight into its message
+                offset = self._stream_data(view, offset)
+                if self.data_left:
+                    return offset
+            if len(view) - offset < 9:
+                return offset
+            word, flags, stream_id = FRAME_HEADER.unpack_from(view, offset)
             length, kind, stream_id = word >> 8, word & 0xFF, stream_id & MAX_WINDOW
-            if length > OUR_MAX_FRAME:
-                raise ConnectionError_(FRAME_SIZE_ERROR, f"a frame of {length} bytes (limit {OUR_MAX_FRAME})")
-            if not self.settings_seen and kind != SETTINGS:
-                raise ConnectionError_(PROTOCOL_ERROR, "the first frame must be SETTINGS")
-            if self.header_block is not None and (kind != CONTINUATION or stream_id != self.header_block[0]):
-                raise ConnectionError_(PROTOCOL_ERROR, "a header block was interrupted")
-            if kind == DATA and not flags & PADDED:  # stream the payload into the message
-                del self.buffer[:9]
+            self._check_frame(kind, length, stream_id)
+            if kind == DATA and not flags & PADDED:
+                offset += 9
                 self._start_data(stream_id, flags, length)
-                rest = bytes(self.buffer)
-                self.buffer.clear()
-                consumed = self._stream_data(memoryview(rest), 0)
-                self.buffer += rest[consumed:]
                 continue
-            if len(self.buffer) < 9 + length:
-                return
-            payload = bytes(self.buffer[9:9 + length])
-            del self.buffer[:9 + length]
+            if len(view) - offset - 9 < length:
+                return offset
+            payload = bytes(view[offset + 9:offset + 9 + length])
+            offset += 9 + length
             self._frame(kind, flags, stream_id, payload)
+        return len(view)
+
+    def _check_frame(self, kind: int, length: int, stream_id: int) -> None:
+        if length > OUR_MAX_FRAME:
+            raise ConnectionError_(FRAME_SIZE_ERROR, f"a frame of {length} bytes (limit {OUR_MAX_FRAME})")
+        if not self.settings_seen and kind != SETTINGS:
+            raise ConnectionError_(PROTOCOL_ERROR, "the first frame must be SETTINGS")
+        if self.header_block is not None and (kind != CONTINUATION or stream_id != self.header_block[0]):
+            raise ConnectionError_(PROTOCOL_ERROR, "a header block was interrupted")
 
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if kind == DATA:  # padded
@@ -542,7 +561,7 @@ class H2Connection(asyncio.Protocol):
                 if size > self.limits.max_message_bytes:
                     raise StreamError(GRPC_RESOURCE_EXHAUSTED, f"a message of {size} bytes "
                                       f"(limit {self.limits.max_message_bytes}, limits.max_body_bytes)")
-                stream.body = bytearray(size)
+                stream.body = aligned_buffer(size, size)  # the last tensor ends the message
             end = stream.filled + len(data)
             if end > len(stream.body):
                 raise StreamError(GRPC_UNIMPLEMENTED, "more than one request message on a unary call")
@@ -603,8 +622,9 @@ class H2Connection(asyncio.Protocol):
         stream.task = None
         if stream.reset:
             self._forget(stream)
-            return
-        self._send_reply(stream, reply)
+        else:
+            self._send_reply(stream, reply)
+        self._push()
 
     def _answer_now(self, stream: Stream, reply: GrpcReply) -> None:
         """Answer without a handler (a refused call); the rest of its body is read and dropped."""
