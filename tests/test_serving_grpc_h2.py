@@ -339,3 +339,32 @@ def test_the_connection_cap_evicts_idle_connections_and_refuses_busy_ones(grpc_a
             client.close()
     time.sleep(STALL_S * 3)  # the stalled ones are closed by then; there is room again
     served_echo(grpc_address)
+
+
+def test_a_client_that_gives_no_window_for_its_answer_is_closed(grpc_address: str) -> None:
+    client = Client(grpc_address, window=0)
+    try:
+        client.start("ModelInfer", grpc_message(echo_request(1000)[0]))
+        time.sleep(STALL_S * 3)
+        assert closed_with(client.sock, 0x1)
+    finally:
+        client.close()
+    served_echo(grpc_address)
+
+
+def test_a_client_that_does_not_read_its_answers_is_closed(grpc_address: str) -> None:
+    client = Client(grpc_address)
+    calls, size = 24, 900_000
+    try:
+        for _ in range(calls):  # 21 MB of answers it never reads
+            client.start("ModelInfer", grpc_message(echo_request(size)[0]))
+        time.sleep(STALL_S * 6)
+        client.sock.settimeout(5)
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while data := client.sock.recv(1 << 20):
+                received += len(data)
+        assert received < calls * size  # cut off, not served to the end
+    finally:
+        client.close()
+    served_echo(grpc_address)

@@ -171,6 +171,7 @@ class Registry:
             idle = next((c for c in self.connections if not c.streams), None)
             if idle is None:
                 return False
+            del self.connections[idle]  # gone now, not when its close completes
             idle.go_away(NO_ERROR, "making room for a new connection")
         self.connections[connection] = None
         return True
@@ -209,7 +210,7 @@ class H2Connection(asyncio.Protocol):
         self.send_window = DEFAULT_WINDOW
         self.peer_initial_window = DEFAULT_WINDOW
         self.peer_max_frame = MIN_FRAME
-        self.window = self.limits.max_message_bytes + 5 + MIN_FRAME  # receive window we grant
+        self.window = min(self.limits.max_message_bytes + 5 + MIN_FRAME, MAX_WINDOW)  # what we grant
         self.decoder = Decoder(max_header_list_size=self.limits.max_header_bytes)
         self.decoder.max_allowed_table_size = HEADER_TABLE_SIZE
         self.going_away = False
@@ -231,12 +232,11 @@ class H2Connection(asyncio.Protocol):
             return
         settings = b"".join(struct.pack(">HI", key, value) for key, value in (
             (SETTINGS_MAX_CONCURRENT_STREAMS, self.limits.max_streams),
-            (SETTINGS_INITIAL_WINDOW_SIZE, min(self.window, MAX_WINDOW)),
+            (SETTINGS_INITIAL_WINDOW_SIZE, self.window),
             (SETTINGS_MAX_FRAME_SIZE, OUR_MAX_FRAME),
             (SETTINGS_MAX_HEADER_LIST_SIZE, self.limits.max_header_bytes)))
-        grant = min(self.window, MAX_WINDOW) - DEFAULT_WINDOW
-        transport.write(frame(SETTINGS, 0, 0, settings))
-        transport.write(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", grant)))
+        grant = struct.pack(">I", self.window - DEFAULT_WINDOW)
+        transport.write(frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, grant))
         self._arm_stall_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -251,11 +251,13 @@ class H2Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:  # the client does not read: stop reading its requests
         self.paused = True
+        self.last_progress = time.monotonic()
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.paused = False
+        self.last_progress = time.monotonic()
         if self.transport is not None:
             self.transport.resume_reading()
 
@@ -291,16 +293,20 @@ class H2Connection(asyncio.Protocol):
         self.stall_timer = loop.call_later(self.limits.stall_timeout_s, self._check_stall)
 
     def _waiting_for_client(self) -> bool:
-        """Whether part of something the client started is missing (preface, frame, headers, body)."""
-        return (not self.settings_seen or bool(self.buffer) or self.data_left > 0
-                or self.header_block is not None or any(not s.ended for s in self.streams.values()))
+        """Whether the connection waits for the client: the rest of a preface, frame, header block
+        or message, window for an answer, or the client reading its answers (paused writing)."""
+        return (not self.settings_seen or bool(self.buffer) or self.data_left > 0 or self.paused
+                or self.header_block is not None
+                or any(not s.ended or s.pending or s.pending_trailers for s in self.streams.values()))
 
     def _check_stall(self) -> None:
         idle_for = time.monotonic() - self.last_progress
-        if self._waiting_for_client() and idle_for >= self.limits.stall_timeout_s and not self.paused:
-            log.warning("gRPC connection closed: the client sent nothing for %.0f s mid-request "
+        if self._waiting_for_client() and idle_for >= self.limits.stall_timeout_s:
+            log.warning("gRPC connection closed: the client stalled for %.0f s mid-call "
                         "(limits.header_timeout_s)", idle_for)
-            self.go_away(PROTOCOL_ERROR, "request stalled")
+            self.go_away(PROTOCOL_ERROR, "call stalled")
+            if self.transport is not None and self.transport.get_write_buffer_size():
+                self.transport.abort()  # answers the client does not read would never drain
             return
         if self.transport is not None:
             self._arm_stall_timer()

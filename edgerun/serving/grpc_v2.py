@@ -39,7 +39,7 @@ CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int
 
 
 def _protocol() -> tuple[Any, Any, Any]:
-    """(grpc.aio, service_pb2, service_pb2_grpc), imported on first use."""
+    """(grpc, service_pb2, service_pb2_grpc), imported on first use."""
     try:
         import grpc
         import hpack  # noqa: F401 (grpc_h2 decodes header blocks with it)
@@ -92,7 +92,7 @@ def _varint(data: memoryview, offset: int) -> tuple[int, int]:
     raise InvalidInputError("malformed ModelInferRequest: a varint runs past the message")
 
 
-def split_raw_contents(message: bytes) -> tuple[bytes, list[memoryview]] | None:
+def split_raw_contents(message: bytes | memoryview) -> tuple[bytes, list[memoryview]] | None:
     """(the serialized ModelInferRequest without its raw_input_contents, views of those contents
     in ``message``). Parsing only the rest keeps protobuf from copying the tensor bytes twice
     (once when parsing, once more on every access to a bytes field). None for a message of more
@@ -225,18 +225,15 @@ class CallContext:
 
 def dispatcher(pb: Any, servicer: Any) -> grpc_h2.Dispatch:
     """The transport's dispatch function: each unary method the servicer implements, by :path;
-    ModelInfer gets the request's bytes (ModelInferRaw). Others are UNIMPLEMENTED."""
+    ModelInfer gets the request's bytes. Others are UNIMPLEMENTED."""
     from google.protobuf.message import DecodeError
 
     methods: dict[str, tuple[Callable[[Any], Any] | None, Callable[..., Awaitable[Any]]]] = {}
     for method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
         if method.client_streaming or method.server_streaming or method.name not in type(servicer).__dict__:
             continue
-        parse = getattr(pb, method.input_type.name).FromString
-        handler = getattr(servicer, method.name)
-        if method.name == "ModelInfer":
-            parse, handler = None, servicer.ModelInferRaw
-        methods[f"/{SERVICE}/{method.name}"] = (parse, handler)
+        parse = None if method.name == "ModelInfer" else getattr(pb, method.input_type.name).FromString
+        methods[f"/{SERVICE}/{method.name}"] = (parse, getattr(servicer, method.name))
 
     async def dispatch(call: grpc_h2.GrpcCall) -> grpc_h2.GrpcReply:
         found = methods.get(call.method)
@@ -329,11 +326,9 @@ def _servicer_class(grpc: Any, pb: Any, pb_grpc: Any) -> type:
                 return _parse(pb.ModelStatisticsResponse(), {"model_stats": stats})
             return await self._guard(context, call)
 
-        async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
-            return await self._infer(request, None, time.perf_counter_ns(), context)
-
-        async def ModelInferRaw(self, message: bytes, context: Any) -> Any:  # noqa: N802
-            """ModelInfer as registered: the serialized request, its tensors left where they are."""
+        async def ModelInfer(self, message: memoryview, context: Any) -> Any:  # noqa: N802
+            """The serialized request (the dispatcher does not parse this one): its tensors are
+            left where they are, protobuf parses the rest."""
             started = time.perf_counter_ns()
             raw: list[memoryview] | None = None
             try:
