@@ -159,6 +159,32 @@ def test_slow_headers_get_408(limited: tuple[ServeProcess, int]) -> None:
     assert answer.startswith(b"HTTP/1.1 408 ") and b"header_timeout_s" in answer, answer[:200]
 
 
+def test_a_body_that_goes_silent_on_an_asgi_route_gets_408(limited: tuple[ServeProcess, int]) -> None:
+    _, port = limited
+    with _connect(port) as sock:  # a JSON body (the ASGI route, not the fast lane): 10 of 1000 bytes
+        sock.sendall(b"POST /v2/models/blazeface/infer HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"inputs\":")
+        started = time.monotonic()
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"request body stopped arriving" in answer, answer[:200]
+    assert LIMITS["header_timeout_s"] <= time.monotonic() - started < 3 * LIMITS["header_timeout_s"]
+    assert _live(port).status_code == 200
+
+
+def test_a_slow_but_steady_body_is_not_cut_off(limited: tuple[ServeProcess, int]) -> None:
+    _, port = limited
+    body = b'{"inputs": [], "padding": "' + b"x" * 100 + b'"}'
+    pieces = [body[i:i + 30] for i in range(0, len(body), 30)]  # one piece a second: 5 s in all
+    with _connect(port) as sock:
+        sock.sendall(b"POST /v2/models/blazeface/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for piece in pieces:
+            time.sleep(LIMITS["header_timeout_s"] / 2)
+            sock.sendall(piece)
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]  # judged on its content, not timed out
+
+
 def test_keep_alive_connections_are_closed_when_idle(limited: tuple[ServeProcess, int]) -> None:
     _, port = limited
     with _connect(port) as sock:

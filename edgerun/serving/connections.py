@@ -1,6 +1,6 @@
 """Connection budgets for uvicorn's httptools protocol: a cap on open connections (the oldest silent one
 makes room, else 503 + Retry-After), a deadline for each request's line and headers (408), a cap on
-their size (431)."""
+their size (431), and a limit on silence inside a request body (408)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ def budgeted_protocol(limits: LimitsConfig) -> type[HttpToolsProtocol]:
         _header_bytes = 0
         _awaiting_headers = True
         _refused = False
+        _body_timer: asyncio.TimerHandle | None = None  # runs while a request's body is awaited
+        _body_read = 0.0  # loop time of that body's last bytes
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             if len(self.connections) >= limits.max_connections and not self._evict_silent():
@@ -87,6 +89,8 @@ def budgeted_protocol(limits: LimitsConfig) -> type[HttpToolsProtocol]:
             if self._awaiting_headers:
                 self._header_bytes += len(data)
                 self._start_header_timer()
+            elif self._body_timer is not None:
+                self._body_read = self.loop.time()
             super().data_received(data)
             if self._awaiting_headers and self._header_bytes > limits.max_header_bytes \
                     and not self.transport.is_closing():
@@ -100,10 +104,43 @@ def budgeted_protocol(limits: LimitsConfig) -> type[HttpToolsProtocol]:
         def on_headers_complete(self) -> None:
             self._headers_done()
             super().on_headers_complete()
+            self._body_read = self.loop.time()  # until on_message_complete, the body is awaited
+            self._body_timer = self.loop.call_later(limits.header_timeout_s, self._check_body)
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
+            self._stop_body_timer()
             self._message_done()
+
+        def _stop_body_timer(self) -> None:
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+
+        def _check_body(self) -> None:
+            """408 (or a close, once an answer has begun) for a body with no new bytes for
+            header_timeout_s while the server was reading; else look again when it could be."""
+            self._body_timer = None
+            if self.transport.is_closing():
+                return
+            if self.flow.read_paused:  # the app has not taken what came: not the client's silence
+                self._body_read = self.loop.time()
+            idle = self.loop.time() - self._body_read
+            if idle < limits.header_timeout_s:
+                self._body_timer = self.loop.call_later(limits.header_timeout_s - idle, self._check_body)
+                return
+            cycle = self.cycle
+            started = cycle is not None and cycle.response_started
+            if cycle is not None:  # the app's receive() returns http.disconnect, its answer is dropped
+                cycle.disconnected = True
+                cycle.message_event.set()
+            message = (f"request body stopped arriving: none for {limits.header_timeout_s:g} s "
+                       "(limits.header_timeout_s)")
+            if started:
+                log.warning("connection closed: %s", message)
+                self.transport.close()
+            else:
+                self._fail(408, message)
 
         def _headers_done(self) -> None:
             """A request's line and headers are in: its header budget is spent, its deadline off."""
@@ -117,6 +154,7 @@ def budgeted_protocol(limits: LimitsConfig) -> type[HttpToolsProtocol]:
         def connection_lost(self, exc: Exception | None) -> None:
             silent.pop(self, None)
             self._cancel_header_timer()
+            self._stop_body_timer()
             if not self._refused:
                 super().connection_lost(exc)
 
