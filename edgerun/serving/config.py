@@ -86,7 +86,7 @@ class LimitsConfig:
         "open connections; more are answered 503 with Retry-After and closed"))
     header_timeout_s: float = Field(10.0, gt=0, le=600, description=(
         "a request's line and headers must arrive within this, else the connection closes (408); "
-        "so must each next part of a binary infer body or of a gRPC call"))
+        "so must each next part of a request body or of a gRPC call"))
     keep_alive_timeout_s: float = Field(5.0, gt=0, le=600,
                                         description="an idle keep-alive connection closes after this")
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024,
