@@ -5,10 +5,12 @@ connection costs only itself."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import socket
 import struct
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +20,11 @@ import h2.events
 import h2.settings
 import numpy as np
 import pytest
+import tritonclient.grpc as tritonclient_grpc
 from tritonclient.grpc import service_pb2
 
 from edgerun.config import Settings
-from edgerun.serving import ModelConfig, ServeConfig, create_app
+from edgerun.serving import ModelConfig, ServeConfig, create_app, grpc_h2
 from edgerun.serving.config import LimitsConfig, ServerConfig
 
 from .serving_helpers import ServerThread
@@ -271,8 +274,11 @@ def test_refusals_are_grpc_statuses_and_the_connection_lives_on(grpc_address: st
     pytest.param(b"GET / HTTP/1.1\r\n\r\n", b"", 0x1, id="HTTP/1.1 instead of the preface"),
     pytest.param(frame(1, 4, 1, b"\x82"), PREFACE, 0x1, id="HEADERS before SETTINGS"),
     pytest.param(SETTINGS + frame(0, 0, 1, length=2**24 - 1), PREFACE, 0x6, id="a 16 MiB frame"),
-    pytest.param(SETTINGS + frame(1, 0, 1, b"\x82") + frame(9, 0, 1, b"\x00" * 60_000), PREFACE, 0x1,
+    pytest.param(SETTINGS + frame(1, 0, 1, b"\x82") + frame(9, 0, 1, b"\x00" * 10_000) * 2, PREFACE, 0x1,
                  id="a header block past max_header_bytes"),
+    pytest.param(SETTINGS + frame(1, 0, 1, length=60_000), PREFACE, 0x1, id="a 60 KB HEADERS frame"),
+    pytest.param(SETTINGS + frame(0x20, 0, 0, length=2**21), PREFACE, 0x6, id="a 2 MiB frame of a new type"),
+    pytest.param(SETTINGS + frame(0, 0, 0, b"") * 1001, PREFACE, 0x1, id="DATA on stream 0"),
     pytest.param(SETTINGS + frame(1, 4, 1, b"\xff\xff\xff\xff"), PREFACE, 0x9, id="undecodable HPACK"),
     pytest.param(SETTINGS + frame(1, 4, 2, b"\x82"), PREFACE, 0x1, id="an even stream id"),
     pytest.param(SETTINGS + frame(0, 0, 5, b"xx"), PREFACE, 0x1, id="DATA on an idle stream"),
@@ -330,6 +336,7 @@ def test_the_connection_cap_evicts_idle_connections_and_refuses_busy_ones(grpc_a
         assert newest.call("ModelInfer", echo_request(1)[0]).status == 0
         for client in clients[1:]:  # every connection has a request half sent
             client.start("ModelInfer", grpc_message(echo_request(1000)[0])[:50], end=False)
+        time.sleep(0.2)  # the server has read them
         with raw_connection(grpc_address, SETTINGS) as refused:  # closed before a byte is answered
             refused.settimeout(5)
             with contextlib.suppress(ConnectionResetError):  # closed with our SETTINGS unread
@@ -368,3 +375,114 @@ def test_a_client_that_does_not_read_its_answers_is_closed(grpc_address: str) ->
     finally:
         client.close()
     served_echo(grpc_address)
+
+
+def test_concurrent_calls_larger_than_the_budget_together_all_finish(grpc_address: str) -> None:
+    # four 600 KB calls against a 1 MiB budget, from tritonclient (grpcio's client interleaves them)
+    client = tritonclient_grpc.InferenceServerClient(grpc_address)
+
+    def one(seed: int) -> bool:
+        array = np.full((1, 600_000), seed, dtype=np.uint8)
+        tensor = tritonclient_grpc.InferInput("in_UINT8", [1, 600_000], "UINT8")
+        tensor.set_data_from_numpy(array)
+        result = client.infer("echo", [tensor], client_timeout=20)
+        return bool(np.array_equal(result.as_numpy("out_UINT8"), array))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(one, range(4))) == [True] * 4
+
+
+def test_interleaved_uploads_are_admitted_in_turn(grpc_address: str) -> None:
+    client = Client(grpc_address)
+    try:
+        message = grpc_message(echo_request(600_000)[0])
+        bodies = {client.start("ModelInfer", b"", end=False): bytearray(message) for _ in range(3)}
+        streams = list(bodies)
+        while any(bodies.values()):  # 16 KiB of each in turn, as gRPC's own clients send
+            sent = False
+            for stream, body in bodies.items():
+                size = min(len(body), 16_384, client.h2.local_flow_control_window(stream))
+                if size:
+                    client.h2.send_data(stream, bytes(body[:size]), end_stream=size == len(body))
+                    del body[:size]
+                    sent = True
+            client._send()
+            if not sent:
+                client._read()  # window comes as earlier calls finish
+        for stream in streams:
+            assert client.wait(stream).status == 0
+    finally:
+        client.close()
+
+
+def test_declared_sizes_reserve_no_more_than_one_budget(grpc_address: str) -> None:
+    client = Client(grpc_address)
+    try:
+        for _ in range(50):  # prefixes declaring 1 MiB each, and one byte of each message
+            client.start("ModelInfer", grpc_message(b"x", size=BODY_LIMIT), end=False)
+        time.sleep(0.2)
+        connections = [c for c in gc.get_objects()
+                       if isinstance(c, grpc_h2.H2Connection) and len(c.streams) == 50]
+        assert len(connections) == 1
+        allocated = sum(len(s.body) for s in connections[0].streams.values() if s.body is not None)
+        assert allocated <= BODY_LIMIT + 5
+    finally:
+        client.close()
+
+
+def test_pings_do_not_keep_a_stalled_call_open(grpc_address: str) -> None:
+    client = Client(grpc_address)
+    try:
+        client.start("ModelInfer", grpc_message(echo_request(1000)[0])[:50], end=False)
+        with pytest.raises((AssertionError, OSError)):  # closed under the PINGs
+            for _ in range(int(STALL_S * 6 / 0.1)):
+                client.h2.ping(b"12345678")
+                client._send()
+                client._read()
+                time.sleep(0.1)
+    finally:
+        client.close()
+
+
+def test_frames_on_a_stream_the_server_reset_are_ignored(grpc_address: str) -> None:
+    client = Client(grpc_address)
+    try:
+        refused = client.start("ModelInfer", grpc_message(b"", size=BODY_LIMIT + 1), end=False)
+        client.h2.send_headers(refused, [(b"x-trailer", b"1")], end_stream=True)  # before it saw the reset
+        client._send()
+        assert client.wait(refused).status == 8
+        assert client.call("ModelInfer", echo_request(10)[0]).status == 0  # the connection lives
+    finally:
+        client.close()
+
+
+def test_long_error_details_are_cut_to_fit_one_frame(grpc_address: str) -> None:
+    client = Client(grpc_address)
+    try:
+        stream = client.h2.get_next_available_stream_id()
+        client.replies[stream] = Reply()
+        client.h2.send_headers(stream, [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"e"),
+                                        (b":path", b"/" + "é%".encode() * 2000),
+                                        (b"content-type", b"application/grpc")])
+        client.h2.send_data(stream, grpc_message(b""), end_stream=True)
+        client._send()
+        reply = client.wait(stream)
+        assert reply.status == 12 and len(reply.headers[b"grpc-message"]) < 8192
+    finally:
+        client.close()
+
+
+def test_the_smallest_body_limit_still_serves(tmp_path: Path) -> None:
+    model = write_echo_uint8(tmp_path / "echo.onnx")
+    config = ServeConfig(settings=Settings(), server=ServerConfig(grpc_port=0),
+                         limits=LimitsConfig(max_body_bytes=1024),
+                         models=(ModelConfig("echo", path=str(model), backend="onnxruntime", threads=1),))
+    app = create_app(config)
+    with ServerThread(app) as server:
+        server.wait_ready()
+        client = Client(f"127.0.0.1:{app.state.grpc_port}")
+        try:
+            assert client.call("ModelInfer", echo_request(100)[0]).status == 0
+            assert client.call("ModelInfer", echo_request(5000)[0]).status == 8
+        finally:
+            client.close()

@@ -7,12 +7,19 @@ lane, which was the whole gap to Triton's C++ front end (docs/benchmarks.md). Th
 a unary gRPC server needs of RFC 9113: no server push, no priorities, one message each way.
 
 Budgets: at most ``max_connections`` connections (the oldest idle one makes room, else a new one is
-closed at once), ``max_streams`` calls in flight per connection (a stream the client resets stays
-counted until its handler returns, so resetting streams cannot buy unbounded work), one message of
-at most ``max_message_bytes`` per call, a header block of at most ``max_header_bytes``, and the
-connection's receive window: a connection never has more request bytes in memory than the window
-it was given, because window is given back only once a call's handler has returned. A connection
-whose preface, header block or request body stops for ``stall_timeout_s`` is closed.
+closed at once); ``max_streams`` calls in flight per connection (a stream the client resets stays
+counted until its handler returns, so resetting streams cannot buy unbounded work); one message of
+at most ``max_message_bytes`` per call; a header block of at most ``max_header_bytes``.
+
+Memory: a call's message buffer is allocated when the call is admitted, and admitted calls of one
+connection hold at most ``max_message_bytes`` + 5 between them (released once the call's answer
+is sent). Each stream may send 64 KiB before it is admitted (HTTP/2's initial stream window);
+admission, in arrival order, opens the stream's window to its whole message, so an admitted call
+can always finish and the connection can never deadlock on interleaved large calls. The
+connection's own window is given back as bytes are taken in.
+
+A connection is closed when it makes no progress (request bytes, or window for an answer that
+waits) for ``stall_timeout_s`` while something of the client's is incomplete or waiting on it.
 """
 
 from __future__ import annotations
@@ -48,6 +55,10 @@ OUR_MAX_FRAME = 1 << 20  # frames we accept; a 600 KB tensor then arrives in one
 HEADER_TABLE_SIZE = 4096
 FRAME_HEADER = struct.Struct(">IBI")  # (24-bit length << 8 | type, flags, stream id)
 
+ENHANCE_YOUR_CALM = 0xB
+CONNECTION_WINDOW = 16 << 20  # granted at once and given back as bytes arrive: not a memory bound
+MAX_EMPTY_FRAMES = 1000  # empty DATA / CONTINUATION frames in a row before the connection is closed
+MAX_DETAILS = 512  # characters of grpc-message (it is percent-encoded into one header block)
 GRPC_OK, GRPC_RESOURCE_EXHAUSTED, GRPC_UNIMPLEMENTED, GRPC_INTERNAL = 0, 8, 12, 13
 NOT_GRPC = -1  # a GrpcReply status: answer HTTP 415, the request was not gRPC
 TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
@@ -133,7 +144,8 @@ UNSUPPORTED_MEDIA = b"\x00" + _hpack_int(7, 7) + b":status" + _hpack_int(3, 7) +
 def trailers(status: int, details: str) -> bytes:
     block = _literal(b"grpc-status", str(status).encode())
     if details:
-        block += _literal(b"grpc-message", quote(details, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode())
+        text = details if len(details) <= MAX_DETAILS else details[:MAX_DETAILS - 3] + "..."
+        block += _literal(b"grpc-message", quote(text, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode())
     return block
 
 
@@ -147,14 +159,18 @@ class Stream:
     id: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     prefix: bytearray = field(default_factory=bytearray)  # the gRPC message prefix while it arrives
-    body: memoryview | None = None  # the message, allocated once its length is known
+    size: int = -1  # the message's length, once the prefix is in
+    early: bytearray = field(default_factory=bytearray)  # message bytes that came before admission
+    body: memoryview | None = None  # the message buffer, allocated on admission
     filled: int = 0
-    received: int = 0  # flow-controlled bytes of this stream, window given back when it ends
+    reserved: int = 0  # bytes of the connection's budget this call holds
+    granted: int = DEFAULT_WINDOW  # flow-controlled bytes it may send, and has sent
+    received: int = 0
     ended: bool = False  # the client's half is closed
-    reset: bool = False
+    reset: bool = False  # dropped (by either side): its frames are ignored, its answer not sent
     task: asyncio.Task[None] | None = None
     send_window: int = DEFAULT_WINDOW
-    pending: bytearray = field(default_factory=bytearray)  # response DATA waiting for window
+    pending: bytearray = field(default_factory=bytearray)  # answer DATA waiting for window
     pending_trailers: bytes | None = None
 
 
@@ -196,23 +212,27 @@ class H2Connection(asyncio.Protocol):
         self.registry = registry
         self.limits = registry.limits
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        self.buffer = bytearray()  # an incomplete frame (never a DATA payload: that is streamed)
+        self.need = len(PREFACE)  # bytes the buffer must hold before it is parsed again
         self.preface_seen = False
         self.settings_seen = False
         self.streams: dict[int, Stream] = {}
+        self.waiting: dict[int, Stream] = {}  # streams whose message waits for budget, in order
         self.last_stream = 0
         self.header_block: tuple[int, int, bytearray] | None = None  # (stream, flags, fragments)
         self.data_left = 0  # bytes of the DATA payload being streamed into a message
         self.data_stream: Stream | None = None
         self.data_flags = 0
-        self.received_total = 0  # flow-controlled bytes received, and given back: their
-        self.returned_total = 0  # difference is what the client may not exceed (self.window)
+        self.budget = self.limits.max_message_bytes + 5
+        self.reserved = 0
+        self.recv_window = CONNECTION_WINDOW  # what the client may still send
+        self.unacked = 0  # bytes taken in, their window not yet given back (see _push)
         self.send_window = DEFAULT_WINDOW
         self.peer_initial_window = DEFAULT_WINDOW
         self.peer_max_frame = MIN_FRAME
-        self.window = min(self.limits.max_message_bytes + 5 + MIN_FRAME, MAX_WINDOW)  # what we grant
         self.decoder = Decoder(max_header_list_size=self.limits.max_header_bytes)
         self.decoder.max_allowed_table_size = HEADER_TABLE_SIZE
+        self.empty_frames = 0
         self.going_away = False
         self.close_when_idle = False
         self.paused = False
@@ -232,10 +252,9 @@ class H2Connection(asyncio.Protocol):
             return
         settings = b"".join(struct.pack(">HI", key, value) for key, value in (
             (SETTINGS_MAX_CONCURRENT_STREAMS, self.limits.max_streams),
-            (SETTINGS_INITIAL_WINDOW_SIZE, self.window),
             (SETTINGS_MAX_FRAME_SIZE, OUR_MAX_FRAME),
             (SETTINGS_MAX_HEADER_LIST_SIZE, self.limits.max_header_bytes)))
-        grant = struct.pack(">I", self.window - DEFAULT_WINDOW)
+        grant = struct.pack(">I", CONNECTION_WINDOW - DEFAULT_WINDOW)
         transport.write(frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, grant))
         self._arm_stall_timer()
 
@@ -251,13 +270,12 @@ class H2Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:  # the client does not read: stop reading its requests
         self.paused = True
-        self.last_progress = time.monotonic()
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.paused = False
-        self.last_progress = time.monotonic()
+        self._progress()
         if self.transport is not None:
             self.transport.resume_reading()
 
@@ -284,9 +302,18 @@ class H2Connection(asyncio.Protocol):
         self.outgoing.append(data)
 
     def _push(self) -> None:
+        if self.unacked:  # the connection window for what was taken in, in one update
+            self.outgoing.insert(0, frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", self.unacked)))
+            self.recv_window += self.unacked
+            self.unacked = 0
         if self.outgoing and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(self.outgoing))
         self.outgoing.clear()
+
+    # ---- stalls -------------------------------------------------------------------------
+
+    def _progress(self) -> None:
+        self.last_progress = time.monotonic()
 
     def _arm_stall_timer(self) -> None:
         loop = asyncio.get_running_loop()
@@ -314,7 +341,6 @@ class H2Connection(asyncio.Protocol):
     # ---- reading frames -----------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self.last_progress = time.monotonic()
         try:
             self._receive(data)
         except ConnectionError_ as exc:
@@ -327,13 +353,15 @@ class H2Connection(asyncio.Protocol):
         chunk: bytes | bytearray = data
         if self.buffer:
             self.buffer += data
+            if len(self.buffer) < self.need:  # the frame is still incomplete: parse nothing yet
+                return
             chunk, self.buffer = self.buffer, bytearray()
         with memoryview(chunk) as view:
             parsed = self._parse(view)
             self.buffer += view[parsed:]
 
     def _parse(self, view: memoryview) -> int:
-        """Handle the complete frames in ``view``; returns how far it got."""
+        """Handle the complete frames in ``view``; returns how far it got (and sets self.need)."""
         offset = 0
         if not self.preface_seen:
             if len(view) < len(PREFACE):
@@ -349,36 +377,46 @@ class H2Connection(asyncio.Protocol):
                 offset = self._stream_data(view, offset)
                 if self.data_left:
                     return offset
+            self.need = 9
             if len(view) - offset < 9:
                 return offset
             word, flags, stream_id = FRAME_HEADER.unpack_from(view, offset)
             length, kind, stream_id = word >> 8, word & 0xFF, stream_id & MAX_WINDOW
-            self._check_frame(kind, length, stream_id)
+            self._check_frame(kind, length, flags, stream_id)
             if kind == DATA and not flags & PADDED:
                 offset += 9
                 self._start_data(stream_id, flags, length)
                 continue
-            if len(view) - offset - 9 < length:
+            self.need = 9 + length
+            if len(view) - offset < self.need:
                 return offset
             payload = bytes(view[offset + 9:offset + 9 + length])
             offset += 9 + length
             self._frame(kind, flags, stream_id, payload)
         return len(view)
 
-    def _check_frame(self, kind: int, length: int, stream_id: int) -> None:
+    def _check_frame(self, kind: int, length: int, flags: int, stream_id: int) -> None:
         if length > OUR_MAX_FRAME:
             raise ConnectionError_(FRAME_SIZE_ERROR, f"a frame of {length} bytes (limit {OUR_MAX_FRAME})")
+        if kind in (HEADERS, CONTINUATION) and length > self.limits.max_header_bytes:
+            raise ConnectionError_(PROTOCOL_ERROR, f"a header block over {self.limits.max_header_bytes} "
+                                   "bytes (max_header_bytes)")
         if not self.settings_seen and kind != SETTINGS:
             raise ConnectionError_(PROTOCOL_ERROR, "the first frame must be SETTINGS")
         if self.header_block is not None and (kind != CONTINUATION or stream_id != self.header_block[0]):
             raise ConnectionError_(PROTOCOL_ERROR, "a header block was interrupted")
+        empty = not length and ((kind == DATA and not flags & END_STREAM)
+                                or (kind == CONTINUATION and not flags & END_HEADERS))
+        self.empty_frames = self.empty_frames + 1 if empty else 0
+        if self.empty_frames > MAX_EMPTY_FRAMES:
+            raise ConnectionError_(ENHANCE_YOUR_CALM, f"more than {MAX_EMPTY_FRAMES} empty frames in a row")
 
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if kind == DATA:  # padded
             pad = payload[0] if payload else 256
             if pad >= len(payload):
                 raise ConnectionError_(PROTOCOL_ERROR, "DATA padding longer than the frame")
-            self._start_data(stream_id, flags, len(payload), counted=payload[1:len(payload) - pad])
+            self._start_data(stream_id, flags, len(payload), padded=payload[1:len(payload) - pad])
         elif kind == HEADERS:
             self._headers(stream_id, flags, payload)
         elif kind == CONTINUATION:
@@ -390,19 +428,26 @@ class H2Connection(asyncio.Protocol):
         elif kind == WINDOW_UPDATE:
             self._window_update(stream_id, payload)
         elif kind == PING:
-            if len(payload) != 8 or stream_id:
-                raise ConnectionError_(FRAME_SIZE_ERROR, "a PING is 8 bytes on stream 0")
-            if not flags & ACK:
-                self._write(frame(PING, ACK, 0, payload))
+            self._ping(stream_id, flags, payload)
         elif kind == RST_STREAM:
             self._rst_stream(stream_id, payload)
         elif kind == GOAWAY:
+            if len(payload) < 8 or stream_id:
+                raise ConnectionError_(FRAME_SIZE_ERROR, "malformed GOAWAY")
             self.go_away(NO_ERROR, "client going away", close_when_idle=True)
         elif kind == PUSH_PROMISE:
             raise ConnectionError_(PROTOCOL_ERROR, "a client cannot push")
         elif kind == PRIORITY and (len(payload) != 5 or not stream_id):
             raise ConnectionError_(PROTOCOL_ERROR, "malformed PRIORITY")
         # unknown frame types are ignored (RFC 9113 4.1)
+
+    def _ping(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if stream_id:
+            raise ConnectionError_(PROTOCOL_ERROR, "PING on a stream")
+        if len(payload) != 8:
+            raise ConnectionError_(FRAME_SIZE_ERROR, "a PING is 8 bytes")
+        if not flags & ACK:
+            self._write(frame(PING, ACK, 0, payload))
 
     def _settings(self, stream_id: int, flags: int, payload: bytes) -> None:
         if stream_id or (flags & ACK and payload) or len(payload) % 6:
@@ -412,8 +457,9 @@ class H2Connection(asyncio.Protocol):
         self.settings_seen = True
         for key, value in struct.iter_unpack(">HI", payload):
             if key == SETTINGS_INITIAL_WINDOW_SIZE:
-                if value > MAX_WINDOW:
-                    raise ConnectionError_(FLOW_CONTROL_ERROR, "initial window above 2^31-1")
+                if value > MAX_WINDOW or any(s.send_window + value - self.peer_initial_window > MAX_WINDOW
+                                             for s in self.streams.values()):
+                    raise ConnectionError_(FLOW_CONTROL_ERROR, "a stream window above 2^31-1")
                 for stream in self.streams.values():
                     stream.send_window += value - self.peer_initial_window
                 self.peer_initial_window = value
@@ -434,8 +480,10 @@ class H2Connection(asyncio.Protocol):
             self.send_window += increment
             self._flush_all()
             return
+        if stream_id > self.last_stream:
+            raise ConnectionError_(PROTOCOL_ERROR, "WINDOW_UPDATE of an idle stream")
         stream = self.streams.get(stream_id)
-        if stream is None:
+        if stream is None or stream.reset:
             return  # a closed stream's update
         if not increment or stream.send_window + increment > MAX_WINDOW:
             self._reset(stream, FLOW_CONTROL_ERROR)
@@ -450,11 +498,7 @@ class H2Connection(asyncio.Protocol):
             raise ConnectionError_(PROTOCOL_ERROR, "RST_STREAM of an idle stream")
         stream = self.streams.get(stream_id)
         if stream is not None:  # stays counted until its handler returns (rapid-reset attacks)
-            stream.reset = True
-            stream.pending.clear()
-            stream.pending_trailers = None
-            if stream.task is None:
-                self._forget(stream)
+            self._drop(stream)
 
     # ---- headers -------------------------------------------------------------------------
 
@@ -465,6 +509,8 @@ class H2Connection(asyncio.Protocol):
                 raise ConnectionError_(PROTOCOL_ERROR, "HEADERS padding longer than the frame")
             payload = payload[1:len(payload) - pad]
         if flags & PRIORITY_FLAG:
+            if len(payload) < 5:
+                raise ConnectionError_(FRAME_SIZE_ERROR, "HEADERS too short for its priority")
             payload = payload[5:]
         self.header_block = (stream_id, flags, bytearray())
         self._add_fragment(flags, payload)
@@ -479,72 +525,71 @@ class H2Connection(asyncio.Protocol):
         if not flags & END_HEADERS:
             return
         self.header_block = None
-        try:
+        try:  # decoded even for a stream that is gone: the table it shares must stay in step
             headers = [(name.decode("latin-1"), value.decode("latin-1"))
                        for name, value in self.decoder.decode(bytes(block), raw=True)]
         except Exception as exc:  # hpack's errors: the shared table state is lost
             raise ConnectionError_(COMPRESSION_ERROR, f"undecodable header block: {exc}") from None
+        self._progress()
         self._header_block_done(stream_id, first_flags, headers)
 
     def _header_block_done(self, stream_id: int, flags: int, headers: list[tuple[str, str]]) -> None:
-        stream = self.streams.get(stream_id)
-        if stream is not None:  # trailers from the client: only as the end of its stream
-            if stream.ended or not flags & END_STREAM:
+        if stream_id <= self.last_stream:
+            stream = self.streams.get(stream_id)
+            if stream is None or stream.reset:
+                return  # a stream that is closed or reset: ignored (RFC 9113 5.1)
+            if stream.ended or not flags & END_STREAM:  # trailers end the request, or are an error
                 raise ConnectionError_(PROTOCOL_ERROR, "HEADERS on a stream already sending")
             self._end_of_request(stream)
             return
-        if stream_id % 2 == 0 or stream_id <= self.last_stream:
-            raise ConnectionError_(PROTOCOL_ERROR, f"stream {stream_id} cannot be opened")
+        if stream_id % 2 == 0:
+            raise ConnectionError_(PROTOCOL_ERROR, f"stream {stream_id} cannot be opened by a client")
         self.last_stream = stream_id
+        if self.going_away or len(self.streams) >= self.limits.max_streams:
+            self._write(frame(RST_STREAM, 0, stream_id, struct.pack(">I", REFUSED_STREAM)))
+            return
         stream = Stream(stream_id, headers, send_window=self.peer_initial_window)
-        if self.going_away:
-            self._write(frame(RST_STREAM, 0, stream_id, struct.pack(">I", REFUSED_STREAM)))
-            return
-        if len(self.streams) >= self.limits.max_streams:
-            self._write(frame(RST_STREAM, 0, stream_id, struct.pack(">I", REFUSED_STREAM)))
-            return
         self.streams[stream_id] = stream
         if flags & END_STREAM:
             self._end_of_request(stream)
 
     # ---- request bodies -------------------------------------------------------------------
 
-    def _start_data(self, stream_id: int, flags: int, length: int, counted: bytes | None = None) -> None:
-        """A DATA frame of ``length`` flow-controlled bytes; ``counted`` is its data when padded
-        (already read), else the payload follows and is streamed by _stream_data."""
-        self._receive_window_check(length)
-        stream = self.streams.get(stream_id)
-        if stream is None and stream_id > self.last_stream or not stream_id:
+    def _start_data(self, stream_id: int, flags: int, length: int, padded: bytes | None = None) -> None:
+        """A DATA frame of ``length`` flow-controlled bytes; ``padded`` is its data when it was
+        padded (and so read whole), else the payload follows and _stream_data streams it."""
+        if not stream_id or stream_id > self.last_stream:
             raise ConnectionError_(PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
-        if stream is not None and stream.ended:
+        if length > self.recv_window:
+            raise ConnectionError_(FLOW_CONTROL_ERROR, "the client sent past the connection window")
+        self.recv_window -= length
+        self.unacked += length  # taken in (or dropped) at once: memory is bounded by admission
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.ended and not stream.reset:
             raise ConnectionError_(STREAM_CLOSED, f"DATA after the end of stream {stream_id}")
-        self.received_total += length
-        if stream is not None:
+        if stream is not None and not stream.reset:
             stream.received += length
-            if stream.received > self.window:
+            if stream.received > stream.granted:
                 raise ConnectionError_(FLOW_CONTROL_ERROR, f"stream {stream_id} sent past its window")
-        else:  # a stream we refused or reset: drop the data, give its window back at once
-            self._give_back(length)
-        if counted is not None:
-            if stream is not None and not stream.reset:
-                self._append(stream, memoryview(counted))
+            self._progress()
+        else:
+            stream = None  # closed or reset: its data is dropped
+        if padded is not None:
+            if stream is not None:
+                self._grant(stream, length - len(padded))  # padding does not count against the message
+                self._append(stream, memoryview(padded))
             self._data_frame_done(stream, flags)
             return
         self.data_left, self.data_stream, self.data_flags = length, stream, flags
         if not length:
-            self.data_left = 0
             self._data_frame_done(stream, flags)
-
-    def _receive_window_check(self, length: int) -> None:
-        outstanding = self.received_total - self.returned_total + length
-        if outstanding > self.window:
-            raise ConnectionError_(FLOW_CONTROL_ERROR, "the client sent past its window")
 
     def _stream_data(self, data: memoryview, offset: int) -> int:
         """Copy what ``data`` holds of the current DATA payload into its stream; the offset after it."""
         take = min(self.data_left, len(data) - offset)
         stream = self.data_stream
-        if stream is not None and not stream.reset and take:
+        if stream is not None and take:
+            self._progress()
             self._append(stream, data[offset:offset + take])
         self.data_left -= take
         if not self.data_left:
@@ -553,21 +598,21 @@ class H2Connection(asyncio.Protocol):
         return offset + take
 
     def _append(self, stream: Stream, data: memoryview) -> None:
+        if stream.reset:
+            return
         try:
-            if stream.body is None:
+            if stream.size < 0:
                 need = 5 - len(stream.prefix)
                 stream.prefix += data[:need]
                 data = data[need:]
                 if len(stream.prefix) < 5:
                     return
-                compressed, size = struct.unpack(">BI", stream.prefix)
-                if compressed:
-                    raise StreamError(GRPC_UNIMPLEMENTED, "compressed messages are not supported: "
-                                      "send them uncompressed (grpc-encoding identity)")
-                if size > self.limits.max_message_bytes:
-                    raise StreamError(GRPC_RESOURCE_EXHAUSTED, f"a message of {size} bytes "
-                                      f"(limit {self.limits.max_message_bytes}, limits.max_body_bytes)")
-                stream.body = aligned_buffer(size, size)  # the last tensor ends the message
+                self._message_size(stream)
+            if stream.body is None:  # waiting for admission: hold what came (within 64 KiB)
+                stream.early += data
+                if len(stream.early) > stream.size:
+                    raise StreamError(GRPC_UNIMPLEMENTED, "more than one request message on a unary call")
+                return
             end = stream.filled + len(data)
             if end > len(stream.body):
                 raise StreamError(GRPC_UNIMPLEMENTED, "more than one request message on a unary call")
@@ -576,20 +621,55 @@ class H2Connection(asyncio.Protocol):
         except StreamError as exc:
             self._answer_now(stream, GrpcReply(exc.code, b"", str(exc)))
 
+    def _message_size(self, stream: Stream) -> None:
+        """The prefix is in: check the message's size, then admit the stream or queue it."""
+        compressed, size = struct.unpack(">BI", stream.prefix)
+        if compressed:
+            raise StreamError(GRPC_UNIMPLEMENTED, "compressed messages are not supported: "
+                              "send them uncompressed (grpc-encoding identity)")
+        if size > self.limits.max_message_bytes:
+            raise StreamError(GRPC_RESOURCE_EXHAUSTED, f"a message of {size} bytes "
+                              f"(limit {self.limits.max_message_bytes}, limits.max_body_bytes)")
+        stream.size = size
+        self.waiting[stream.id] = stream
+        self._admit_waiting()
+
+    def _admit_waiting(self) -> None:
+        """Give budget to waiting streams in arrival order while it lasts: allocate each one's
+        message buffer and open its window to the whole message."""
+        for stream in list(self.waiting.values()):
+            if self.reserved + stream.size > self.budget:
+                return
+            del self.waiting[stream.id]
+            try:
+                stream.body = aligned_buffer(stream.size, stream.size)  # the last tensor ends the message
+            except MemoryError:
+                self._answer_now(stream, GrpcReply(GRPC_RESOURCE_EXHAUSTED, b"", "out of memory"))
+                continue
+            stream.reserved = stream.size
+            self.reserved += stream.size
+            early, stream.early = stream.early, bytearray()
+            stream.body[:len(early)] = early
+            stream.filled = len(early)
+            self._grant(stream, 5 + stream.size - stream.granted)
+            if stream.ended:  # everything came before admission
+                self._end_of_request(stream)
+
+    def _grant(self, stream: Stream, increment: int) -> None:
+        if increment > 0 and not stream.ended:
+            stream.granted += increment
+            self._write(frame(WINDOW_UPDATE, 0, stream.id, struct.pack(">I", increment)))
+
     def _data_frame_done(self, stream: Stream | None, flags: int) -> None:
         if stream is not None and flags & END_STREAM and not stream.ended:
             self._end_of_request(stream)
 
     def _end_of_request(self, stream: Stream) -> None:
         stream.ended = True
-        if stream.reset:
-            if stream.task is None:
-                self._forget(stream)
-            return
-        if stream.task is not None:  # already answered (an error while the body arrived)
-            return
+        if stream.reset or stream.task is not None or stream.id in self.waiting:
+            return  # dropped, already answered, or its message waits for admission
         if stream.body is None or stream.filled != len(stream.body):
-            cut = stream.body is not None or stream.prefix
+            cut = stream.size >= 0 or stream.prefix
             missing = "a cut-off message" if cut else "no request message"
             self._answer_now(stream, GrpcReply(GRPC_INTERNAL, b"", f"{missing} on a unary call"))
             return
@@ -605,7 +685,8 @@ class H2Connection(asyncio.Protocol):
             return GrpcReply(GRPC_UNIMPLEMENTED, b"", "gRPC calls are POST with a :path")
         metadata = [(name, value) for name, value in stream.headers if not name.startswith(":")]
         fields = dict(metadata)
-        if not fields.get("content-type", "").startswith("application/grpc"):
+        content_type = fields.get("content-type", "")
+        if content_type != "application/grpc" and not content_type.startswith("application/grpc+"):
             return GrpcReply(NOT_GRPC, b"", "content-type must be application/grpc")
         timeout = parse_timeout(fields["grpc-timeout"]) if "grpc-timeout" in fields else None
         assert stream.body is not None
@@ -623,8 +704,7 @@ class H2Connection(asyncio.Protocol):
             reply = GrpcReply(GRPC_INTERNAL, b"", "internal error")
         finally:
             stream.body = None
-            self._give_back(stream.received)
-            stream.received = 0
+            del call
         stream.task = None
         if stream.reset:
             self._forget(stream)
@@ -633,34 +713,34 @@ class H2Connection(asyncio.Protocol):
         self._push()
 
     def _answer_now(self, stream: Stream, reply: GrpcReply) -> None:
-        """Answer without a handler (a refused call); the rest of its body is read and dropped."""
-        stream.body = None
-        stream.reset = not stream.ended  # its remaining DATA is discarded
+        """Answer without a handler (a refused call); the rest of its body is dropped."""
+        ended = stream.ended
         self._send_reply(stream, reply)
-        if stream.reset:
+        if not ended:
             self._write(frame(RST_STREAM, 0, stream.id, struct.pack(">I", NO_ERROR)))
-            self._give_back(stream.received)
-            stream.received = 0
-            self._forget(stream)
+            self._drop(stream)
 
     def _send_reply(self, stream: Stream, reply: GrpcReply) -> None:
-        if reply.status == NOT_GRPC:
-            self._write(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, UNSUPPORTED_MEDIA))
-            self._forget(stream)
-            return
-        if reply.status != GRPC_OK:  # Trailers-Only
-            block = RESPONSE_HEADERS + trailers(reply.status, reply.details)
-            self._write(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, block))
-            self._forget(stream)
-            return
-        self._write(frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS))
-        stream.pending += struct.pack(">BI", 0, len(reply.message))
-        stream.pending += reply.message
-        stream.pending_trailers = trailers(GRPC_OK, "")
-        self._flush(stream)
+        try:
+            if reply.status == NOT_GRPC:
+                self._write(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, UNSUPPORTED_MEDIA))
+            elif reply.status != GRPC_OK:  # Trailers-Only
+                block = RESPONSE_HEADERS + trailers(reply.status, reply.details)
+                self._write(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, block))
+            else:
+                self._write(frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS))
+                stream.pending += struct.pack(">BI", 0, len(reply.message))
+                stream.pending += reply.message
+                stream.pending_trailers = trailers(GRPC_OK, "")
+                self._flush(stream)
+                return
+        except Exception:  # an answer that cannot be framed (a bug): the stream still ends
+            log.exception("gRPC answer on stream %d could not be sent", stream.id)
+            self._write(frame(RST_STREAM, 0, stream.id, struct.pack(">I", INTERNAL_ERROR)))
+        self._forget(stream)
 
     def _flush(self, stream: Stream) -> None:
-        """Send what window allows of ``stream``'s response, its trailers once all DATA is out."""
+        """Send what window allows of ``stream``'s answer, its trailers once all DATA is out."""
         while stream.pending:
             size = min(len(stream.pending), stream.send_window, self.send_window, self.peer_max_frame)
             if size <= 0:
@@ -669,6 +749,7 @@ class H2Connection(asyncio.Protocol):
             del stream.pending[:size]
             stream.send_window -= size
             self.send_window -= size
+            self._progress()
         if stream.pending_trailers is not None:
             self._write(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, stream.pending_trailers))
             stream.pending_trailers = None
@@ -681,25 +762,28 @@ class H2Connection(asyncio.Protocol):
 
     def _reset(self, stream: Stream, code: int) -> None:
         self._write(frame(RST_STREAM, 0, stream.id, struct.pack(">I", code)))
+        self._drop(stream)
+
+    def _drop(self, stream: Stream) -> None:
+        """Nothing more is read or sent on ``stream``; it is forgotten once no handler runs."""
         stream.reset = True
         stream.pending.clear()
         stream.pending_trailers = None
+        self.waiting.pop(stream.id, None)
         if stream.task is None:
             self._forget(stream)
 
     def _forget(self, stream: Stream) -> None:
-        if self.streams.pop(stream.id, None) is not None and stream.received:
-            self._give_back(stream.received)
-            stream.received = 0
+        """The stream is done: its budget goes to the streams waiting for one."""
+        self.streams.pop(stream.id, None)
+        self.waiting.pop(stream.id, None)
+        stream.body = None
+        if stream.reserved:
+            self.reserved -= stream.reserved
+            stream.reserved = 0
+            self._admit_waiting()
         if self.close_when_idle and not self.streams:
             self.close()
-
-    def _give_back(self, length: int) -> None:
-        """Return ``length`` bytes of the connection's receive window (their memory is free)."""
-        if length <= 0:
-            return
-        self.returned_total += length
-        self._write(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", length)))
 
 
 async def serve(host: str, port: int, limits: H2Limits, dispatch: Dispatch,
