@@ -4,10 +4,12 @@ connection costs only itself."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -289,6 +291,8 @@ def test_refusals_are_grpc_statuses_and_the_connection_lives_on(grpc_address: st
     pytest.param(SETTINGS + frame(4, 0, 0, struct.pack(">HI", 5, 100)), PREFACE, 0x1,
                  id="max frame size 100"),
     pytest.param(SETTINGS + frame(3, 0, 9, b"\x00" * 4), PREFACE, 0x1, id="RST_STREAM of an idle stream"),
+    pytest.param(SETTINGS + frame(4, 0, 0, struct.pack(">HI", 4, 1) * 200), PREFACE, 0xB,
+                 id="1,200 bytes of SETTINGS"),
 ])
 def test_a_hostile_connection_gets_goaway_and_costs_only_itself(grpc_address: str, frames: bytes,
                                                                 preface: bytes, code: int) -> None:
@@ -486,3 +490,119 @@ def test_the_smallest_body_limit_still_serves(tmp_path: Path) -> None:
             assert client.call("ModelInfer", echo_request(5000)[0]).status == 8
         finally:
             client.close()
+
+
+# ---- the transport alone, under a dispatch function that echoes (slowly when asked) -----------
+
+@pytest.fixture
+def echo_transport() -> Iterator[tuple[str, grpc_h2.Registry, asyncio.AbstractEventLoop]]:
+    """grpc_h2 on its own loop thread; its calls answer their message, after `x-sleep` seconds."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def echo(call: grpc_h2.GrpcCall) -> grpc_h2.GrpcReply:
+        await asyncio.sleep(float(dict(call.metadata).get("x-sleep", "0")))
+        return grpc_h2.GrpcReply(message=bytes(call.message))
+
+    limits = grpc_h2.H2Limits(max_message_bytes=BODY_LIMIT, stall_timeout_s=STALL_S)
+    started = asyncio.run_coroutine_threadsafe(grpc_h2.serve("127.0.0.1", 0, limits, echo), loop)
+    server, registry = started.result(10)
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}", registry, loop
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+SLOW = ((b"x-sleep", str(STALL_S * 3).encode()),)
+
+
+def test_calls_waiting_for_budget_behind_slow_ones_are_not_a_client_stall(
+        echo_transport: tuple[str, grpc_h2.Registry, asyncio.AbstractEventLoop]) -> None:
+    client = Client(echo_transport[0])
+    try:
+        messages = [bytes([n]) * 600_000 for n in (1, 2, 3)]  # 1.8 MB against a 1 MiB budget
+        streams = [client.start("ModelInfer", grpc_message(m), SLOW) for m in messages]
+        assert [client.wait(s).message() for s in streams] == messages
+    finally:
+        client.close()
+
+
+def test_padding_before_admission_is_given_back(
+        echo_transport: tuple[str, grpc_h2.Registry, asyncio.AbstractEventLoop]) -> None:
+    client = Client(echo_transport[0])
+    try:
+        message = bytes(range(256)) * 800  # 200 KB: more than the 64 KiB a stream starts with
+        body = grpc_message(message)
+        stream = client.start("ModelInfer", b"", end=False)
+        client.h2.send_data(stream, body[:10_000], pad_length=100)
+        client._send()
+        client.replies[stream] = Reply()
+        rest = body[10_000:]
+        while rest:
+            window = client.h2.local_flow_control_window(stream)
+            size = min(len(rest), window, client.h2.max_outbound_frame_size)
+            if not size:
+                client._read()
+                continue
+            client.h2.send_data(stream, rest[:size], end_stream=size == len(rest))
+            rest = rest[size:]
+            client._send()
+        assert client.wait(stream).message() == message
+    finally:
+        client.close()
+
+
+def test_calls_that_end_while_waiting_are_answered_in_turn(
+        echo_transport: tuple[str, grpc_h2.Registry, asyncio.AbstractEventLoop]) -> None:
+    client = Client(echo_transport[0])
+    try:
+        big = client.start("ModelInfer", grpc_message(b"a" * 1_000_000), ((b"x-sleep", b"0.3"),))
+        not_grpc = client.start("ModelInfer", grpc_message(b"b" * 50_000),
+                                ((b"content-type", b"application/json"),))
+        small = client.start("ModelInfer", grpc_message(b"c" * 50_000))
+        assert client.wait(big).message() == b"a" * 1_000_000
+        assert client.wait(not_grpc).headers[b":status"] == b"415"
+        assert client.wait(small).message() == b"c" * 50_000
+    finally:
+        client.close()
+
+
+def test_empty_frames_and_pings_do_not_keep_a_stalled_call_open(
+        echo_transport: tuple[str, grpc_h2.Registry, asyncio.AbstractEventLoop]) -> None:
+    client = Client(echo_transport[0])
+    try:
+        stream = client.start("ModelInfer", grpc_message(b"x" * 1000)[:50], end=False)
+        with pytest.raises((AssertionError, OSError)):  # closed under the keep-alive noise
+            for _ in range(int(STALL_S * 6 / 0.1)):
+                client.h2.send_data(stream, b"")
+                client.h2.ping(b"12345678")
+                client._send()
+                client._read()
+                time.sleep(0.1)
+    finally:
+        client.close()
+
+
+def test_a_graceful_stop_waits_for_a_call_still_arriving(
+        echo_transport: tuple[str, grpc_h2.Registry, asyncio.AbstractEventLoop]) -> None:
+    address, registry, loop = echo_transport
+    client = Client(address)
+    try:
+        body = grpc_message(b"z" * 30_000)
+        stream = client.start("ModelInfer", body[:1000], end=False)
+        time.sleep(0.1)
+        stopping = asyncio.run_coroutine_threadsafe(registry.drain(5.0), loop)
+        time.sleep(0.2)
+        assert not stopping.done()  # it waits for the call its GOAWAY named
+        # (the h2 package stops reading at GOAWAY; gRPC's clients finish the calls it names)
+        client.sock.sendall(frame(0, 1, stream, body[1000:]))
+        answer = bytearray()
+        while data := client.sock.recv(1 << 20):
+            answer += data
+        assert answer.count(b"z") == 30_000 and answer.endswith(b"grpc-status\x010")  # answered in full
+        stopping.result(5)
+    finally:
+        client.close()

@@ -59,6 +59,7 @@ ENHANCE_YOUR_CALM = 0xB
 CONNECTION_WINDOW = 16 << 20  # granted at once and given back as bytes arrive: not a memory bound
 MAX_EMPTY_FRAMES = 1000  # empty DATA / CONTINUATION frames in a row before the connection is closed
 MAX_DETAILS = 512  # characters of grpc-message (it is percent-encoded into one header block)
+MAX_SETTINGS_BYTES = 1024  # 170 settings; HTTP/2 defines 6
 GRPC_OK, GRPC_RESOURCE_EXHAUSTED, GRPC_UNIMPLEMENTED, GRPC_INTERNAL = 0, 8, 12, 13
 NOT_GRPC = -1  # a GrpcReply status: answer HTTP 415, the request was not gRPC
 TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
@@ -167,6 +168,7 @@ class Stream:
     reserved: int = 0  # bytes of the connection's budget this call holds
     granted: int = DEFAULT_WINDOW  # flow-controlled bytes it may send, and has sent
     received: int = 0
+    padding: int = 0  # of the received bytes, DATA padding
     ended: bool = False  # the client's half is closed
     reset: bool = False  # dropped (by either side): its frames are ignored, its answer not sent
     task: asyncio.Task[None] | None = None
@@ -194,12 +196,14 @@ class Registry:
         return True
 
     async def drain(self, grace_s: float) -> None:
-        """GOAWAY to every connection, wait up to ``grace_s`` for the calls in flight, close."""
+        """GOAWAY to every connection, wait up to ``grace_s`` for the calls it names (still
+        arriving or running) to be answered, close."""
         for connection in list(self.connections):
             connection.go_away(NO_ERROR, "server stopping", close_when_idle=True)
-        tasks = [s.task for c in list(self.connections) for s in c.streams.values() if s.task]
-        if tasks:
-            await asyncio.wait(tasks, timeout=grace_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while any(c.streams for c in self.connections) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
         for connection in list(self.connections):
             connection.close()
 
@@ -234,6 +238,8 @@ class H2Connection(asyncio.Protocol):
         self.decoder = Decoder(max_header_list_size=self.limits.max_header_bytes)
         self.decoder.max_allowed_table_size = HEADER_TABLE_SIZE
         self.empty_frames = 0
+        self.admitting = False
+        self.blocked: dict[int, Stream] = {}  # streams whose answer waits for window
         self.going_away = False
         self.close_when_idle = False
         self.paused = False
@@ -281,9 +287,12 @@ class H2Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def close(self) -> None:
+        """Close once what is queued is sent; abort if that takes longer than the stall deadline
+        (a client that does not read would otherwise keep the socket)."""
         self._push()
-        if self.transport is not None:
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+            asyncio.get_running_loop().call_later(self.limits.stall_timeout_s, self.transport.abort)
 
     def go_away(self, code: int, reason: str, close_when_idle: bool = False) -> None:
         """GOAWAY naming the last stream this connection will serve; closes unless calls run."""
@@ -324,8 +333,9 @@ class H2Connection(asyncio.Protocol):
         """Whether the connection waits for the client: the rest of a preface, frame, header block
         or message, window for an answer, or the client reading its answers (paused writing)."""
         return (not self.settings_seen or bool(self.buffer) or self.data_left > 0 or self.paused
-                or self.header_block is not None
-                or any(not s.ended or s.pending or s.pending_trailers for s in self.streams.values()))
+                or self.header_block is not None or bool(self.blocked)
+                or any(not s.ended and (s.id not in self.waiting or s.received < s.granted)
+                       for s in self.streams.values()))
 
     def _check_stall(self) -> None:
         idle_for = time.monotonic() - self.last_progress
@@ -455,8 +465,10 @@ class H2Connection(asyncio.Protocol):
             raise ConnectionError_(FRAME_SIZE_ERROR, "malformed SETTINGS")
         if flags & ACK:
             return
+        if len(payload) > MAX_SETTINGS_BYTES:
+            raise ConnectionError_(ENHANCE_YOUR_CALM, f"a SETTINGS frame of {len(payload)} bytes")
         self.settings_seen = True
-        for key, value in struct.iter_unpack(">HI", payload):
+        for key, value in dict(struct.iter_unpack(">HI", payload)).items():  # the last of each key
             if key == SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW or any(s.send_window + value - self.peer_initial_window > MAX_WINDOW
                                              for s in self.streams.values()):
@@ -531,7 +543,6 @@ class H2Connection(asyncio.Protocol):
                        for name, value in self.decoder.decode(bytes(block), raw=True)]
         except Exception as exc:  # hpack's errors: the shared table state is lost
             raise ConnectionError_(COMPRESSION_ERROR, f"undecodable header block: {exc}") from None
-        self._progress()
         self._header_block_done(stream_id, first_flags, headers)
 
     def _header_block_done(self, stream_id: int, flags: int, headers: list[tuple[str, str]]) -> None:
@@ -541,6 +552,7 @@ class H2Connection(asyncio.Protocol):
                 return  # a stream that is closed or reset: ignored (RFC 9113 5.1)
             if stream.ended or not flags & END_STREAM:  # trailers end the request, or are an error
                 raise ConnectionError_(PROTOCOL_ERROR, "HEADERS on a stream already sending")
+            self._progress()
             self._end_of_request(stream)
             return
         if stream_id % 2 == 0:
@@ -551,6 +563,7 @@ class H2Connection(asyncio.Protocol):
             return
         stream = Stream(stream_id, headers, send_window=self.peer_initial_window)
         self.streams[stream_id] = stream
+        self._progress()
         if flags & END_STREAM:
             self._end_of_request(stream)
 
@@ -572,12 +585,14 @@ class H2Connection(asyncio.Protocol):
             stream.received += length
             if stream.received > stream.granted:
                 raise ConnectionError_(FLOW_CONTROL_ERROR, f"stream {stream_id} sent past its window")
-            self._progress()
         else:
             stream = None  # closed or reset: its data is dropped
         if padded is not None:
             if stream is not None:
-                self._grant(stream, length - len(padded))  # padding does not count against the message
+                if padded:
+                    self._progress()
+                stream.padding += length - len(padded)  # does not count against the message
+                self._grant(stream, length - len(padded))
                 self._append(stream, memoryview(padded))
             self._data_frame_done(stream, flags)
             return
@@ -637,24 +652,38 @@ class H2Connection(asyncio.Protocol):
 
     def _admit_waiting(self) -> None:
         """Give budget to waiting streams in arrival order while it lasts: allocate each one's
-        message buffer and open its window to the whole message."""
-        for stream in list(self.waiting.values()):
-            if self.reserved + stream.size > self.budget:
-                return
-            del self.waiting[stream.id]
-            try:
-                stream.body = aligned_buffer(stream.size, stream.size)  # the last tensor ends the message
-            except MemoryError:
-                self._answer_now(stream, GrpcReply(GRPC_RESOURCE_EXHAUSTED, b"", "out of memory"))
-                continue
-            stream.reserved = stream.size
-            self.reserved += stream.size
-            early, stream.early = stream.early, bytearray()
-            stream.body[:len(early)] = early
-            stream.filled = len(early)
-            self._grant(stream, 5 + stream.size - stream.granted)
-            if stream.ended:  # everything came before admission
-                self._end_of_request(stream)
+        message buffer and open its window to the whole message. Not re-entrant: what admission
+        sets going (a call whose message is all in, a refusal) runs after the loop."""
+        if self.admitting:
+            return
+        self.admitting = True
+        complete: list[Stream] = []
+        refused: list[Stream] = []
+        try:
+            while self.waiting:
+                stream = next(iter(self.waiting.values()))
+                if self.reserved + stream.size > self.budget:
+                    break
+                del self.waiting[stream.id]
+                try:
+                    stream.body = aligned_buffer(stream.size, stream.size)  # the last tensor ends it
+                except MemoryError:
+                    refused.append(stream)
+                    continue
+                stream.reserved = stream.size
+                self.reserved += stream.size
+                early, stream.early = stream.early, bytearray()
+                stream.body[:len(early)] = early
+                stream.filled = len(early)
+                self._grant(stream, 5 + stream.size + stream.padding - stream.granted)
+                if stream.ended:  # everything came before admission
+                    complete.append(stream)
+        finally:
+            self.admitting = False
+        for stream in refused:
+            self._answer_now(stream, GrpcReply(GRPC_RESOURCE_EXHAUSTED, b"", "out of memory"))
+        for stream in complete:
+            self._end_of_request(stream)
 
     def _grant(self, stream: Stream, increment: int) -> None:
         if increment > 0 and not stream.ended:
@@ -732,6 +761,8 @@ class H2Connection(asyncio.Protocol):
                 self._write(frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS))
                 stream.pending += struct.pack(">BI", 0, len(reply.message))
                 stream.pending += reply.message
+                stream.reserved += len(reply.message)  # held, like the request, until it is sent
+                self.reserved += len(reply.message)
                 stream.pending_trailers = trailers(GRPC_OK, "")
                 self._flush(stream)
                 return
@@ -745,21 +776,22 @@ class H2Connection(asyncio.Protocol):
         while stream.pending:
             size = min(len(stream.pending), stream.send_window, self.send_window, self.peer_max_frame)
             if size <= 0:
+                self.blocked[stream.id] = stream
                 return
             self._write(frame(DATA, 0, stream.id, bytes(stream.pending[:size])))
             del stream.pending[:size]
             stream.send_window -= size
             self.send_window -= size
             self._progress()
+        self.blocked.pop(stream.id, None)
         if stream.pending_trailers is not None:
             self._write(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, stream.pending_trailers))
             stream.pending_trailers = None
             self._forget(stream)
 
     def _flush_all(self) -> None:
-        for stream in list(self.streams.values()):
-            if stream.pending or stream.pending_trailers is not None:
-                self._flush(stream)
+        for stream in list(self.blocked.values()):
+            self._flush(stream)
 
     def _reset(self, stream: Stream, code: int) -> None:
         self._write(frame(RST_STREAM, 0, stream.id, struct.pack(">I", code)))
@@ -771,6 +803,7 @@ class H2Connection(asyncio.Protocol):
         stream.pending.clear()
         stream.pending_trailers = None
         self.waiting.pop(stream.id, None)
+        self.blocked.pop(stream.id, None)
         if stream.task is None:
             self._forget(stream)
 
@@ -778,6 +811,7 @@ class H2Connection(asyncio.Protocol):
         """The stream is done: its budget goes to the streams waiting for one."""
         self.streams.pop(stream.id, None)
         self.waiting.pop(stream.id, None)
+        self.blocked.pop(stream.id, None)
         stream.body = None
         if stream.reserved:
             self.reserved -= stream.reserved
