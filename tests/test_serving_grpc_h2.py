@@ -132,6 +132,11 @@ class Client:
             (b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"edgerun"),
             (b":path", f"/inference.GRPCInferenceService/{method}".encode()),
             (b"content-type", b"application/grpc"), (b"te", b"trailers"), *headers])
+        self.send(stream, body, end)
+        return stream
+
+    def send(self, stream: int, body: bytes, end: bool = True) -> None:
+        """``body`` on ``stream`` as its window allows (waiting for more), then END_STREAM."""
         while body and stream not in self.ended:
             size = min(len(body), self.h2.local_flow_control_window(stream), self.h2.max_outbound_frame_size)
             if not size:
@@ -143,7 +148,6 @@ class Client:
         if end and stream not in self.ended:
             self.h2.end_stream(stream)
         self._send()
-        return stream
 
     def wait(self, stream: int) -> Reply:
         deadline = time.monotonic() + 10
@@ -516,74 +520,52 @@ def echo_transport() -> Iterator[tuple[str, grpc_h2.Registry, asyncio.AbstractEv
         thread.join(10)
 
 
+@pytest.fixture
+def echo_client(echo_transport: tuple[str, grpc_h2.Registry, asyncio.AbstractEventLoop]) -> Iterator[Client]:
+    client = Client(echo_transport[0])
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 SLOW = ((b"x-sleep", str(STALL_S * 3).encode()),)
 
 
-def test_calls_waiting_for_budget_behind_slow_ones_are_not_a_client_stall(
-        echo_transport: tuple[str, grpc_h2.Registry, asyncio.AbstractEventLoop]) -> None:
-    client = Client(echo_transport[0])
-    try:
-        messages = [bytes([n]) * 600_000 for n in (1, 2, 3)]  # 1.8 MB against a 1 MiB budget
-        streams = [client.start("ModelInfer", grpc_message(m), SLOW) for m in messages]
-        assert [client.wait(s).message() for s in streams] == messages
-    finally:
-        client.close()
+def test_calls_waiting_for_budget_behind_slow_ones_are_not_a_client_stall(echo_client: Client) -> None:
+    messages = [bytes([n]) * 600_000 for n in (1, 2, 3)]  # 1.8 MB against a 1 MiB budget
+    streams = [echo_client.start("ModelInfer", grpc_message(m), SLOW) for m in messages]
+    assert [echo_client.wait(s).message() for s in streams] == messages
 
 
-def test_padding_before_admission_is_given_back(
-        echo_transport: tuple[str, grpc_h2.Registry, asyncio.AbstractEventLoop]) -> None:
-    client = Client(echo_transport[0])
-    try:
-        message = bytes(range(256)) * 800  # 200 KB: more than the 64 KiB a stream starts with
-        body = grpc_message(message)
-        stream = client.start("ModelInfer", b"", end=False)
-        client.h2.send_data(stream, body[:10_000], pad_length=100)
-        client._send()
-        client.replies[stream] = Reply()
-        rest = body[10_000:]
-        while rest:
-            window = client.h2.local_flow_control_window(stream)
-            size = min(len(rest), window, client.h2.max_outbound_frame_size)
-            if not size:
-                client._read()
-                continue
-            client.h2.send_data(stream, rest[:size], end_stream=size == len(rest))
-            rest = rest[size:]
-            client._send()
-        assert client.wait(stream).message() == message
-    finally:
-        client.close()
+def test_padding_before_admission_is_given_back(echo_client: Client) -> None:
+    message = bytes(range(256)) * 800  # 200 KB: more than the 64 KiB a stream starts with
+    body = grpc_message(message)
+    stream = echo_client.start("ModelInfer", b"", end=False)
+    echo_client.h2.send_data(stream, body[:10_000], pad_length=100)
+    echo_client.send(stream, body[10_000:])
+    assert echo_client.wait(stream).message() == message
 
 
-def test_calls_that_end_while_waiting_are_answered_in_turn(
-        echo_transport: tuple[str, grpc_h2.Registry, asyncio.AbstractEventLoop]) -> None:
-    client = Client(echo_transport[0])
-    try:
-        big = client.start("ModelInfer", grpc_message(b"a" * 1_000_000), ((b"x-sleep", b"0.3"),))
-        not_grpc = client.start("ModelInfer", grpc_message(b"b" * 50_000),
-                                ((b"content-type", b"application/json"),))
-        small = client.start("ModelInfer", grpc_message(b"c" * 50_000))
-        assert client.wait(big).message() == b"a" * 1_000_000
-        assert client.wait(not_grpc).headers[b":status"] == b"415"
-        assert client.wait(small).message() == b"c" * 50_000
-    finally:
-        client.close()
+def test_calls_that_end_while_waiting_are_answered_in_turn(echo_client: Client) -> None:
+    big = echo_client.start("ModelInfer", grpc_message(b"a" * 1_000_000), ((b"x-sleep", b"0.3"),))
+    not_grpc = echo_client.start("ModelInfer", grpc_message(b"b" * 50_000),
+                                 ((b"content-type", b"application/json"),))
+    small = echo_client.start("ModelInfer", grpc_message(b"c" * 50_000))
+    assert echo_client.wait(big).message() == b"a" * 1_000_000
+    assert echo_client.wait(not_grpc).headers[b":status"] == b"415"
+    assert echo_client.wait(small).message() == b"c" * 50_000
 
 
-def test_empty_frames_and_pings_do_not_keep_a_stalled_call_open(
-        echo_transport: tuple[str, grpc_h2.Registry, asyncio.AbstractEventLoop]) -> None:
-    client = Client(echo_transport[0])
-    try:
-        stream = client.start("ModelInfer", grpc_message(b"x" * 1000)[:50], end=False)
-        with pytest.raises((AssertionError, OSError)):  # closed under the keep-alive noise
-            for _ in range(int(STALL_S * 6 / 0.1)):
-                client.h2.send_data(stream, b"")
-                client.h2.ping(b"12345678")
-                client._send()
-                client._read()
-                time.sleep(0.1)
-    finally:
-        client.close()
+def test_empty_frames_and_pings_do_not_keep_a_stalled_call_open(echo_client: Client) -> None:
+    stream = echo_client.start("ModelInfer", grpc_message(b"x" * 1000)[:50], end=False)
+    with pytest.raises((AssertionError, OSError)):  # closed under the keep-alive noise
+        for _ in range(int(STALL_S * 6 / 0.1)):
+            echo_client.h2.send_data(stream, b"")
+            echo_client.h2.ping(b"12345678")
+            echo_client._send()
+            echo_client._read()
+            time.sleep(0.1)
 
 
 def test_a_graceful_stop_waits_for_a_call_still_arriving(
