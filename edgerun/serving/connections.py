@@ -121,8 +121,8 @@ def budgeted_protocol(limits: LimitsConfig) -> type[HttpToolsProtocol]:
             """408 (or a close, once an answer has begun) for a body with no new bytes for
             header_timeout_s while the server was reading; else look again when it could be."""
             self._body_timer = None
-            if self.transport.is_closing():
-                return
+            if self.transport.is_closing() or self.transport.get_protocol() is not self:
+                return  # closing, or handed on (a WebSocket upgrade)
             if self.flow.read_paused:  # the app has not taken what came: not the client's silence
                 self._body_read = self.loop.time()
             idle = self.loop.time() - self._body_read
