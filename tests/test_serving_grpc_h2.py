@@ -86,13 +86,20 @@ class Reply:
 class Client:
     """A gRPC client made of the h2 package: it speaks HTTP/2 correctly, with the window it is given."""
 
-    def __init__(self, address: str, window: int = 65_535) -> None:
+    def __init__(self, address: str, window: int = 65_535, receive_buffer: int | None = None) -> None:
         host, port = address.rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.sock = socket.socket()
+        if receive_buffer:  # set before connecting: it bounds the TCP window the kernel offers
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(10)
+        self.sock.connect((host, int(port)))
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.h2 = h2.connection.H2Connection(config)
         self.h2.initiate_connection()
         self.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        if window > 65_535:  # the connection's window too
+            self.h2.increment_flow_control_window(window - 65_535)
+        self.read_size = 1 << 20
         self.replies: dict[int, Reply] = {}
         self.ended: set[int] = set()
         self.settled = False
@@ -104,7 +111,7 @@ class Client:
         self.sock.sendall(self.h2.data_to_send())
 
     def _read(self) -> None:
-        data = self.sock.recv(1 << 20)
+        data = self.sock.recv(self.read_size)
         assert data, "the server closed the connection"
         for event in self.h2.receive_data(data):
             reply = self.replies.get(getattr(event, "stream_id", 0) or 0)
@@ -295,6 +302,9 @@ def test_refusals_are_grpc_statuses_and_the_connection_lives_on(grpc_address: st
     pytest.param(SETTINGS + frame(4, 0, 0, struct.pack(">HI", 5, 100)), PREFACE, 0x1,
                  id="max frame size 100"),
     pytest.param(SETTINGS + frame(3, 0, 9, b"\x00" * 4), PREFACE, 0x1, id="RST_STREAM of an idle stream"),
+    pytest.param(SETTINGS + frame(1, 4, 0, b"\x82"), PREFACE, 0x1, id="HEADERS on stream 0"),
+    pytest.param(SETTINGS + frame(1, 5, 1, b"\x00\x01x\x01y" * 200), PREFACE, 0xB,
+                 id="200 headers in a block"),
     pytest.param(SETTINGS + frame(4, 0, 0, struct.pack(">HI", 4, 1) * 200), PREFACE, 0xB,
                  id="1,200 bytes of SETTINGS"),
 ])
@@ -500,14 +510,16 @@ def test_the_smallest_body_limit_still_serves(tmp_path: Path) -> None:
 
 @pytest.fixture
 def echo_transport() -> Iterator[tuple[str, grpc_h2.Registry, asyncio.AbstractEventLoop]]:
-    """grpc_h2 on its own loop thread; its calls answer their message, after `x-sleep` seconds."""
+    """grpc_h2 on its own loop thread; its calls answer their message (`x-repeat` times, after
+    `x-sleep` seconds)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
 
     async def echo(call: grpc_h2.GrpcCall) -> grpc_h2.GrpcReply:
-        await asyncio.sleep(float(dict(call.metadata).get("x-sleep", "0")))
-        return grpc_h2.GrpcReply(message=bytes(call.message))
+        asked = dict(call.metadata)
+        await asyncio.sleep(float(asked.get("x-sleep", "0")))
+        return grpc_h2.GrpcReply(message=bytes(call.message) * int(asked.get("x-repeat", "1")))
 
     limits = grpc_h2.H2Limits(max_message_bytes=BODY_LIMIT, stall_timeout_s=STALL_S)
     started = asyncio.run_coroutine_threadsafe(grpc_h2.serve("127.0.0.1", 0, limits, echo), loop)
@@ -586,5 +598,26 @@ def test_a_graceful_stop_waits_for_a_call_still_arriving(
             answer += data
         assert answer.count(b"z") == 30_000 and answer.endswith(b"grpc-status\x010")  # answered in full
         stopping.result(5)
+    finally:
+        client.close()
+
+
+def test_a_timeout_in_other_digits_is_ignored(echo_client: Client) -> None:
+    reply = echo_client.call("ModelInfer", b"abc", headers=((b"grpc-timeout", b"\xb2S"),))  # superscript 2
+    assert reply.status == 0 and reply.message() == b"abc"
+
+
+def test_a_client_reading_a_large_answer_slowly_is_not_a_stall(
+        echo_transport: tuple[str, grpc_h2.Registry, asyncio.AbstractEventLoop]) -> None:
+    client = Client(echo_transport[0], window=32 << 20, receive_buffer=64 * 1024)
+    try:  # 8 MB of answer: more than the kernel holds, so the server's transport pauses writing
+        stream = client.start("ModelInfer", grpc_message(b"q" * 500_000), ((b"x-repeat", b"16"),))
+        client.read_size = 64 * 1024
+        deadline = time.monotonic() + 30
+        while stream not in client.ended:  # read at about 3 MB/s: several stall periods
+            assert time.monotonic() < deadline
+            client._read()
+            time.sleep(0.02)
+        assert client.replies[stream].message() == b"q" * 8_000_000
     finally:
         client.close()

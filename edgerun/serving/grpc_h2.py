@@ -60,6 +60,7 @@ CONNECTION_WINDOW = 16 << 20  # granted at once and given back as bytes arrive: 
 MAX_EMPTY_FRAMES = 1000  # empty DATA / CONTINUATION frames in a row before the connection is closed
 MAX_DETAILS = 512  # characters of grpc-message (it is percent-encoded into one header block)
 MAX_SETTINGS_BYTES = 1024  # 170 settings; HTTP/2 defines 6
+MAX_HEADERS = 100  # fields in one header block; a gRPC call sends about ten
 GRPC_OK, GRPC_RESOURCE_EXHAUSTED, GRPC_UNIMPLEMENTED, GRPC_INTERNAL = 0, 8, 12, 13
 NOT_GRPC = -1  # a GrpcReply status: answer HTTP 415, the request was not gRPC
 TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
@@ -114,7 +115,7 @@ Dispatch = Callable[[GrpcCall], Awaitable[GrpcReply]]
 def parse_timeout(value: str) -> float | None:
     """grpc-timeout ("100m", "5S", ...) in seconds; None when malformed (the call then has none)."""
     digits, unit = value[:-1], value[-1:]
-    if not digits.isdigit() or len(digits) > 8 or unit not in TIMEOUT_UNITS:
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 8 or unit not in TIMEOUT_UNITS:
         return None
     return int(digits) * TIMEOUT_UNITS[unit]
 
@@ -245,6 +246,7 @@ class H2Connection(asyncio.Protocol):
         self.paused = False
         self.last_progress = time.monotonic()
         self.stall_timer: asyncio.TimerHandle | None = None
+        self.write_buffered = 0  # the transport's write buffer at the last stall check
         self.outgoing: list[bytes] = []
 
     # ---- connection life ----------------------------------------------------------------
@@ -338,6 +340,11 @@ class H2Connection(asyncio.Protocol):
                        for s in self.streams.values()))
 
     def _check_stall(self) -> None:
+        if self.transport is not None:  # a client reading its answers, however slowly, progresses
+            buffered = self.transport.get_write_buffer_size()
+            if buffered < self.write_buffered:
+                self._progress()
+            self.write_buffered = buffered
         idle_for = time.monotonic() - self.last_progress
         if self._waiting_for_client() and idle_for >= self.limits.stall_timeout_s:
             log.warning("gRPC connection closed: the client stalled for %.0f s mid-call "
@@ -499,7 +506,7 @@ class H2Connection(asyncio.Protocol):
         if stream is None or stream.reset:
             return  # a closed stream's update
         if not increment or stream.send_window + increment > MAX_WINDOW:
-            self._reset(stream, FLOW_CONTROL_ERROR)
+            self._reset(stream, FLOW_CONTROL_ERROR if increment else PROTOCOL_ERROR)
             return
         stream.send_window += increment
         self._flush(stream)
@@ -525,6 +532,8 @@ class H2Connection(asyncio.Protocol):
             if len(payload) < 5:
                 raise ConnectionError_(FRAME_SIZE_ERROR, "HEADERS too short for its priority")
             payload = payload[5:]
+        if not stream_id:
+            raise ConnectionError_(PROTOCOL_ERROR, "HEADERS on stream 0")
         self.header_block = (stream_id, flags, bytearray())
         self._add_fragment(flags, payload)
 
@@ -543,6 +552,8 @@ class H2Connection(asyncio.Protocol):
                        for name, value in self.decoder.decode(bytes(block), raw=True)]
         except Exception as exc:  # hpack's errors: the shared table state is lost
             raise ConnectionError_(COMPRESSION_ERROR, f"undecodable header block: {exc}") from None
+        if len(headers) > MAX_HEADERS:  # cheap to send as table references, dear to decode
+            raise ConnectionError_(ENHANCE_YOUR_CALM, f"{len(headers)} headers in one block")
         self._header_block_done(stream_id, first_flags, headers)
 
     def _header_block_done(self, stream_id: int, flags: int, headers: list[tuple[str, str]]) -> None:
