@@ -621,3 +621,14 @@ def test_a_client_reading_a_large_answer_slowly_is_not_a_stall(
         assert client.replies[stream].message() == b"q" * 8_000_000
     finally:
         client.close()
+
+
+def test_answers_a_client_gives_no_window_for_stop_further_admission(echo_client: Client) -> None:
+    echo_client.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    for _ in range(20):  # 1.2 MB of calls against a 1 MiB budget, each within its first window
+        echo_client.start("ModelInfer", grpc_message(b"w" * 60_000), ((b"x-sleep", b"0.1"),))
+    time.sleep(STALL_S * 0.6)  # answered by now, none sent; not yet closed for the stall
+    (connection,) = [c for c in gc.get_objects() if isinstance(c, grpc_h2.H2Connection) and c.streams]
+    held = sum(len(s.pending) for s in connection.streams.values())
+    assert held == 17 * 60_005  # the 17 calls the budget admitted, answered and unsent
+    assert len(connection.waiting) == 3  # their answers hold the budget: the rest stay unread
