@@ -104,13 +104,16 @@ def budgeted_protocol(limits: LimitsConfig) -> type[HttpToolsProtocol]:
         def on_headers_complete(self) -> None:
             self._headers_done()
             super().on_headers_complete()
-            self._body_read = self.loop.time()  # until on_message_complete, the body is awaited
-            self._body_timer = self.loop.call_later(limits.header_timeout_s, self._check_body)
+            self._watch_body()
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
-            self._stop_body_timer()
             self._message_done()
+
+        def _watch_body(self) -> None:
+            """Until the request's message is complete, its body may not go silent for long."""
+            self._body_read = self.loop.time()
+            self._body_timer = self.loop.call_later(limits.header_timeout_s, self._check_body)
 
         def _stop_body_timer(self) -> None:
             if self._body_timer is not None:
@@ -149,6 +152,7 @@ def budgeted_protocol(limits: LimitsConfig) -> type[HttpToolsProtocol]:
             self._cancel_header_timer()
 
         def _message_done(self) -> None:
+            self._stop_body_timer()
             self._awaiting_headers = True  # what comes next is the next request's line and headers
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -191,5 +195,5 @@ def uvicorn_budgets(limits: LimitsConfig, lane: InferLane | None = None) -> dict
     # backlog near the cap keeps a burst of connections within the process's descriptors.
     backlog = min(2048, max(128, limits.max_connections))
     protocol = budgeted_protocol(limits)
-    return {"http": protocol if lane is None else lane_protocol(protocol, lane, limits.header_timeout_s),
+    return {"http": protocol if lane is None else lane_protocol(protocol, lane),
             "timeout_keep_alive": limits.keep_alive_timeout_s, "backlog": backlog}

@@ -68,6 +68,7 @@ class LaneRequest:
     keep_alive: bool
     started_ns: int = field(default_factory=time.perf_counter_ns)
     received: int = 0
+    response_started: bool = False  # read by the body deadline: a lane answer starts complete
     response_complete: bool = False
     disconnected: bool = False
     message_event: _NoEvent = field(default_factory=_NoEvent)
@@ -155,11 +156,10 @@ class InferLane:
             return error_response(*unexpected_answer(exc, "POST", request.scope["path"]))
 
 
-def lane_protocol(base: type[HttpToolsProtocol], lane: InferLane, stall_s: float) -> type[HttpToolsProtocol]:
-    """``base`` (uvicorn's httptools protocol with the connection budgets, whose ``_fail`` answers
-    and closes) taking V2 binary infer requests into ``lane`` (one class per server). A body that
-    stops arriving for ``stall_s`` is answered 408 and its connection closed: a client cannot hold
-    a connection slot and its buffer by going silent half-way.
+def lane_protocol(base: type[HttpToolsProtocol], lane: InferLane) -> type[HttpToolsProtocol]:
+    """``base`` (uvicorn's httptools protocol with the connection budgets: its body deadline
+    answers 408 to a body that goes silent, lane bodies included) taking V2 binary infer requests
+    into ``lane`` (one class per server).
 
     It is a BufferedProtocol: each read lands in a buffer it hands out. Between lane bodies that is
     one scratch buffer (every read is parsed before the next one starts, and the parser copies what
@@ -171,8 +171,6 @@ def lane_protocol(base: type[HttpToolsProtocol], lane: InferLane, stall_s: float
     class LaneProtocol(base, asyncio.BufferedProtocol):  # type: ignore[valid-type, misc]
         _filling: LaneRequest | None = None  # the lane request whose body the socket reads into
         _socket: Any = None
-        _last_read = 0.0                     # monotonic time of the filling body's last bytes
-        _stall_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -190,11 +188,11 @@ def lane_protocol(base: type[HttpToolsProtocol], lane: InferLane, stall_s: float
                 self._start_filling()
                 return
             filling.received += nbytes
-            self._last_read = time.monotonic()
+            self._body_read = self.loop.time()  # the body deadline's progress
             remaining = len(filling.body) - filling.received
             self._set_lowat(remaining or 1)
             if not remaining:
-                self._stop_filling()
+                self._filling = None
                 self.parser = httptools.HttpRequestParser(self)
                 with contextlib.suppress(AttributeError):  # httptools < 0.6.3
                     self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
@@ -206,33 +204,10 @@ def lane_protocol(base: type[HttpToolsProtocol], lane: InferLane, stall_s: float
             if type(cycle) is LaneRequest and cycle.received < len(cycle.body) \
                     and not self.transport.is_closing():
                 self._filling = cycle
-                self._last_read = time.monotonic()
-                self._stall_timer = self.loop.call_later(stall_s, self._check_stall)
                 self._set_lowat(len(cycle.body) - cycle.received)
 
-        def _stop_filling(self) -> None:
-            self._filling = None
-            if self._stall_timer is not None:
-                self._stall_timer.cancel()
-                self._stall_timer = None
-
-        def _check_stall(self) -> None:
-            """408 for a body with no new bytes for ``stall_s``; else look again when it could be."""
-            if self._filling is None or self.transport.is_closing():
-                self._stall_timer = None
-                return
-            idle = time.monotonic() - self._last_read
-            if idle < stall_s:  # one timer per body, moved on only when it fires
-                self._stall_timer = self.loop.call_later(stall_s - idle, self._check_stall)
-                return
-            request = self._filling
-            self._stop_filling()
-            request.response_complete = True
-            self._fail(408, f"request body stopped arriving: {request.received} of {len(request.body)} "
-                            f"bytes, none for {stall_s:g} s (limits.header_timeout_s)")
-
         def connection_lost(self, exc: Exception | None) -> None:
-            self._stop_filling()
+            self._filling = None
             super().connection_lost(exc)
 
         def _set_lowat(self, size: int) -> None:
@@ -248,6 +223,7 @@ def lane_protocol(base: type[HttpToolsProtocol], lane: InferLane, stall_s: float
                 return
             self._headers_done()
             self.cycle = request
+            self._watch_body()
 
         def on_body(self, body: bytes) -> None:
             cycle = self.cycle
