@@ -632,3 +632,14 @@ def test_answers_a_client_gives_no_window_for_stop_further_admission(echo_client
     held = sum(len(s.pending) for s in connection.streams.values())
     assert held == 17 * 60_005  # the 17 calls the budget admitted, answered and unsent
     assert len(connection.waiting) == 3  # their answers hold the budget: the rest stay unread
+
+
+def test_a_call_the_client_resets_is_cancelled(echo_client: Client) -> None:
+    stream = echo_client.start("ModelInfer", grpc_message(b"r" * 1000), ((b"x-sleep", b"5"),))
+    time.sleep(0.1)
+    (connection,) = [c for c in gc.get_objects() if isinstance(c, grpc_h2.H2Connection) and c.streams]
+    echo_client.h2.reset_stream(stream)
+    echo_client._send()
+    time.sleep(0.2)
+    assert not connection.streams and not connection.reserved  # its handler is gone, not asleep
+    assert echo_client.call("ModelInfer", b"next").message() == b"next"

@@ -736,10 +736,11 @@ class H2Connection(asyncio.Protocol):
     # ---- answering -------------------------------------------------------------------------
 
     async def _serve(self, stream: Stream, call: GrpcCall) -> None:
+        reply: GrpcReply | None
         try:
             reply = await self.registry.dispatch(call)
-        except asyncio.CancelledError:
-            return
+        except asyncio.CancelledError:  # the client reset the call, or the connection is gone
+            reply = None
         except Exception:  # a bug in a handler must not take the connection down
             log.exception("gRPC %s failed", call.method)
             reply = GrpcReply(GRPC_INTERNAL, b"", "internal error")
@@ -747,7 +748,7 @@ class H2Connection(asyncio.Protocol):
             stream.body = None
             del call
         stream.task = None
-        if stream.reset:
+        if reply is None or stream.reset:
             self._forget(stream)
         else:
             self._send_reply(stream, reply)
@@ -809,7 +810,8 @@ class H2Connection(asyncio.Protocol):
         self._drop(stream)
 
     def _drop(self, stream: Stream) -> None:
-        """Nothing more is read or sent on ``stream``; it is forgotten once no handler runs."""
+        """Nothing more is read or sent on ``stream``; its handler is cancelled (queued inference
+        is skipped) and the stream forgotten once the handler has returned."""
         stream.reset = True
         stream.pending.clear()
         stream.pending_trailers = None
@@ -817,6 +819,8 @@ class H2Connection(asyncio.Protocol):
         self.blocked.pop(stream.id, None)
         if stream.task is None:
             self._forget(stream)
+        else:
+            stream.task.cancel()
 
     def _forget(self, stream: Stream) -> None:
         """The stream is done: its budget goes to the streams waiting for one."""
@@ -827,7 +831,8 @@ class H2Connection(asyncio.Protocol):
         if stream.reserved:
             self.reserved -= stream.reserved
             stream.reserved = 0
-            self._admit_waiting()
+            if self.transport is not None:
+                self._admit_waiting()
         if self.close_when_idle and not self.streams:
             self.close()
 
