@@ -634,10 +634,12 @@ def test_answers_a_client_gives_no_window_for_stop_further_admission(echo_client
     assert len(connection.waiting) == 3  # their answers hold the budget: the rest stay unread
 
 
-def test_a_call_the_client_resets_is_cancelled(echo_client: Client) -> None:
+def test_a_call_the_client_resets_is_cancelled(
+        echo_transport: tuple[str, grpc_h2.Registry, asyncio.AbstractEventLoop], echo_client: Client) -> None:
     stream = echo_client.start("ModelInfer", grpc_message(b"r" * 1000), ((b"x-sleep", b"5"),))
     time.sleep(0.1)
-    (connection,) = [c for c in gc.get_objects() if isinstance(c, grpc_h2.H2Connection) and c.streams]
+    (connection,) = echo_transport[1].connections
+    assert connection.streams  # the call is in its handler
     echo_client.h2.reset_stream(stream)
     echo_client._send()
     time.sleep(0.2)
