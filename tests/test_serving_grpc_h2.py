@@ -645,3 +645,15 @@ def test_a_call_the_client_resets_is_cancelled(
     time.sleep(0.2)
     assert not connection.streams and not connection.reserved  # its handler is gone, not asleep
     assert echo_client.call("ModelInfer", b"next").message() == b"next"
+
+
+def test_calls_reset_at_once_give_their_budget_back(
+        echo_transport: tuple[str, grpc_h2.Registry, asyncio.AbstractEventLoop], echo_client: Client) -> None:
+    message = grpc_message(b"k" * 100_000)  # 300 of them: 30 MB through a 1 MiB budget
+    for _ in range(300):
+        stream = echo_client.start("ModelInfer", message, ((b"x-sleep", b"5"),))
+        echo_client.h2.reset_stream(stream)
+        echo_client._send()
+    assert echo_client.call("ModelInfer", b"after").message() == b"after"
+    (connection,) = echo_transport[1].connections
+    assert not connection.streams and not connection.reserved

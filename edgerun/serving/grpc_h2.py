@@ -719,6 +719,7 @@ class H2Connection(asyncio.Protocol):
             self._answer_now(stream, call)
             return
         stream.task = asyncio.get_running_loop().create_task(self._serve(stream, call))
+        stream.task.add_done_callback(lambda _: self._handler_gone(stream))
 
     def _call(self, stream: Stream) -> GrpcCall | GrpcReply:
         pseudo = {name: value for name, value in stream.headers if name.startswith(":")}
@@ -736,11 +737,8 @@ class H2Connection(asyncio.Protocol):
     # ---- answering -------------------------------------------------------------------------
 
     async def _serve(self, stream: Stream, call: GrpcCall) -> None:
-        reply: GrpcReply | None
         try:
             reply = await self.registry.dispatch(call)
-        except asyncio.CancelledError:  # the client reset the call, or the connection is gone
-            reply = None
         except Exception:  # a bug in a handler must not take the connection down
             log.exception("gRPC %s failed", call.method)
             reply = GrpcReply(GRPC_INTERNAL, b"", "internal error")
@@ -748,11 +746,19 @@ class H2Connection(asyncio.Protocol):
             stream.body = None
             del call
         stream.task = None
-        if reply is None or stream.reset:
+        if stream.reset:
             self._forget(stream)
         else:
             self._send_reply(stream, reply)
         self._push()
+
+    def _handler_gone(self, stream: Stream) -> None:
+        """A handler task ended without finishing _serve: cancelled (the client reset the call or
+        the connection is gone), even before it started."""
+        if stream.task is not None:
+            stream.task = None
+            self._forget(stream)
+            self._push()
 
     def _answer_now(self, stream: Stream, reply: GrpcReply) -> None:
         """Answer without a handler (a refused call); the rest of its body is dropped."""
