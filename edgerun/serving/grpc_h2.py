@@ -61,7 +61,8 @@ MAX_EMPTY_FRAMES = 1000  # empty DATA / CONTINUATION frames in a row before the 
 MAX_DETAILS = 512  # characters of grpc-message (it is percent-encoded into one header block)
 MAX_SETTINGS_BYTES = 1024  # 170 settings; HTTP/2 defines 6
 MAX_HEADERS = 100  # fields in one header block; a gRPC call sends about ten
-GRPC_OK, GRPC_RESOURCE_EXHAUSTED, GRPC_UNIMPLEMENTED, GRPC_INTERNAL = 0, 8, 12, 13
+GRPC_OK, GRPC_INVALID_ARGUMENT, GRPC_DEADLINE_EXCEEDED = 0, 3, 4  # gRPC status codes
+GRPC_RESOURCE_EXHAUSTED, GRPC_UNIMPLEMENTED, GRPC_INTERNAL = 8, 12, 13
 NOT_GRPC = -1  # a GrpcReply status: answer HTTP 415, the request was not gRPC
 TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 

@@ -38,16 +38,16 @@ CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int
                   "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents"}
 
 
-def _protocol() -> tuple[Any, Any, Any]:
-    """(grpc, service_pb2, service_pb2_grpc), imported on first use."""
+def _protocol() -> tuple[Any, Any]:
+    """(grpc, service_pb2), imported on first use."""
     try:
         import grpc
         import hpack  # noqa: F401 (grpc_h2 decodes header blocks with it)
-        from tritonclient.grpc import service_pb2, service_pb2_grpc
+        from tritonclient.grpc import service_pb2
     except ImportError as exc:
         raise InvalidInputError("the gRPC front end needs grpcio, hpack and tritonclient's protocol classes: "
                                 "pip install 'edgerun[grpc]'") from exc
-    return grpc, service_pb2, service_pb2_grpc
+    return grpc, service_pb2
 
 
 def parameters_dict(parameters: Any) -> dict[str, Any]:
@@ -74,7 +74,6 @@ def _from_contents(tensor: Any, shape: list[int]) -> np.ndarray:
 
 SERVICE = "inference.GRPCInferenceService"
 MAX_STREAMS = 100  # calls in flight per gRPC connection
-INVALID_ARGUMENT, DEADLINE_EXCEEDED = 3, 4  # gRPC status codes
 RAW_INPUT_CONTENTS = 7  # the field number of ModelInferRequest.raw_input_contents
 MAX_SPLIT_FIELDS = 1024  # top-level fields the Python scan walks; past that protobuf parses it all
 
@@ -183,8 +182,8 @@ class GrpcFrontEnd:
         self._registry: grpc_h2.Registry | None = None
 
     async def start(self, host: str, port: int) -> int:
-        grpc, service_pb2, service_pb2_grpc = _protocol()
-        servicer = _servicer_class(grpc, service_pb2, service_pb2_grpc)(self.service)
+        grpc, service_pb2 = _protocol()
+        servicer = _servicer_class(grpc, service_pb2)(self.service)
         limits = self.service.config.limits
         h2_limits = grpc_h2.H2Limits(max_connections=limits.max_connections, max_streams=MAX_STREAMS,
                                      max_message_bytes=limits.max_body_bytes,
@@ -247,19 +246,23 @@ def dispatcher(pb: Any, servicer: Any) -> grpc_h2.Dispatch:
         except _Aborted as exc:
             return grpc_h2.GrpcReply(exc.code, details=exc.details)
         except DecodeError as exc:
-            return grpc_h2.GrpcReply(INVALID_ARGUMENT, details=f"malformed request message: {exc}")
+            details = f"malformed request message: {exc}"
+            return grpc_h2.GrpcReply(grpc_h2.GRPC_INVALID_ARGUMENT, details=details)
         except asyncio.TimeoutError:
-            return grpc_h2.GrpcReply(DEADLINE_EXCEEDED, details="the call's grpc-timeout passed")
+            return grpc_h2.GrpcReply(grpc_h2.GRPC_DEADLINE_EXCEEDED, details="the call's grpc-timeout passed")
         return grpc_h2.GrpcReply(message=response.SerializeToString())
 
     return dispatch
 
 
-def _servicer_class(grpc: Any, pb: Any, pb_grpc: Any) -> type:
+def _servicer_class(grpc: Any, pb: Any) -> type:
     """The servicer, built against the lazily imported protocol modules."""
     from google.protobuf.message import DecodeError
 
-    class Servicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc, name-defined]
+    class Servicer:
+        """GRPCInferenceService's unary methods, under their proto names (the dispatcher finds them
+        by name), answered from the service's models."""
+
         def __init__(self, service: Service) -> None:
             self.service = service
             key = service.config.api_key
@@ -340,9 +343,7 @@ def _servicer_class(grpc: Any, pb: Any, pb_grpc: Any) -> type:
                     request = pb.ModelInferRequest.FromString(rest)
             except (InvalidInputError, DecodeError) as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed ModelInferRequest: {exc}")
-            return await self._infer(request, raw, started, context)
 
-        async def _infer(self, request: Any, raw: list[memoryview] | None, started: int, context: Any) -> Any:
             async def call() -> Any:
                 runner = self._runner(request.model_name, request.model_version)
                 try:
