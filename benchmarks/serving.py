@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import functools
 import http.client
 import json
 import os
@@ -422,10 +423,12 @@ class V2Client:
 SAMPLE = REPO / "samples" / "chelsea.png"
 
 
+@functools.cache
 def sample_input() -> np.ndarray:
     """The one input every measurement uses: a real photo through the model's own pre-processing.
     (perf_analyzer's default random FP32 data is random bits: NaNs and denormals that cost
-    onnxruntime 9 % more per inference here than any real image, and not what a camera sends.)"""
+    onnxruntime 9 % more per inference here than any real image, and not what a camera sends.)
+    Made once per run; callers only read it."""
     from edgerun.predictor import Predictor
     from edgerun.processing import image
 
